@@ -1,0 +1,70 @@
+"""The reconstructor protocol and the base class of trainable reconstructors."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from reconguard.physics.operators import validate_kspace
+
+
+@runtime_checkable
+class Reconstructor(Protocol):
+    """Anything that maps under-sampled k-space to an image.
+
+    Attributes:
+        differentiable: Gradients w.r.t. ``masked_kspace`` are meaningful (white-box attacks).
+        stochastic: Two calls on the same input may differ (attacks should use EOT).
+
+    Shapes:
+        masked_kspace: ``(B, C, H, W)`` complex64, zero where not acquired
+        mask: bool, broadcastable to ``masked_kspace`` (``(B, 1, 1, W)`` or ``(B, 1, H, W)``)
+        coil_maps: ``(B, C, H, W)`` complex64 or ``None``
+        output: ``(B, 1, H, W)`` complex64 (magnitude-only models return zero phase)
+    """
+
+    differentiable: bool
+    stochastic: bool
+
+    def __call__(
+        self,
+        masked_kspace: torch.Tensor,
+        mask: torch.Tensor,
+        *,
+        coil_maps: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+
+
+class ReconstructorModule(nn.Module):
+    """Base class of the reconstructors in :mod:`reconguard.models`.
+
+    Subclasses set :attr:`name`, store their keyword-only hyper-parameters in :attr:`config`
+    (so :func:`reconguard.models.registry.save` can rebuild them) and implement :meth:`_reconstruct`.
+    :meth:`forward` validates the input once, so every model rejects malformed k-space the same way.
+    """
+
+    name: ClassVar[str] = ""
+    differentiable: ClassVar[bool] = True
+    stochastic: ClassVar[bool] = False
+
+    def __init__(self, **config: Any):
+        super().__init__()
+        self.config: dict[str, Any] = dict(config)
+
+    def forward(
+        self,
+        masked_kspace: torch.Tensor,
+        mask: torch.Tensor,
+        *,
+        coil_maps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Reconstruct an image; see :class:`Reconstructor` for shapes."""
+        validate_kspace(masked_kspace, mask, name=f"{self.name} input")
+        return self._reconstruct(masked_kspace, mask.to(torch.bool), coil_maps)
+
+    def _reconstruct(
+        self, masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None
+    ) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError

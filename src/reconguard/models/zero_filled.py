@@ -1,0 +1,45 @@
+"""Zero-filled reconstruction: the adjoint of the sampling operator."""
+
+from __future__ import annotations
+
+import torch
+
+from reconguard.models.base import ReconstructorModule
+from reconguard.physics.coils import rss
+from reconguard.physics.fft import ifft2c
+
+
+def zero_filled(masked_kspace: torch.Tensor, coil_maps: torch.Tensor | None = None) -> torch.Tensor:
+    """Coil-combined inverse FFT of zero-filled k-space.
+
+    Single-coil data and data with known coil maps give the complex adjoint ``A^H y``
+    (SENSE combination); multi-coil data without maps give the root-sum-of-squares magnitude
+    (zero phase), as fastMRI does.
+
+    Args:
+        masked_kspace: Under-sampled k-space, zero where not acquired.
+        coil_maps: Optional coil sensitivities.
+
+    Returns:
+        Complex image.
+
+    Shapes:
+        masked_kspace: ``(B, C, H, W)`` -> ``(B, 1, H, W)``
+    """
+    coil_images = ifft2c(masked_kspace)
+    if coil_maps is not None:
+        return (coil_images * coil_maps.conj()).sum(dim=1, keepdim=True)
+    if coil_images.shape[1] == 1:
+        return coil_images
+    return rss(coil_images).to(coil_images.dtype)
+
+
+class ZeroFilled(ReconstructorModule):
+    """The zero-filled baseline as a :class:`~reconguard.models.base.Reconstructor`."""
+
+    name = "zero_filled"
+
+    def _reconstruct(
+        self, masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None
+    ) -> torch.Tensor:
+        return zero_filled(masked_kspace, coil_maps)

@@ -1,0 +1,26 @@
+"""MRI physics: the only place that knows FFTs, sampling masks and coil sensitivities."""
+
+from reconguard.physics.coils import rss, simulate_coil_maps
+from reconguard.physics.fft import fft2c, ifft2c
+from reconguard.physics.masks import (
+    EquispacedMask,
+    MaskGenerator,
+    RandomMask,
+    VariableDensityMask,
+    build_mask,
+)
+from reconguard.physics.operators import MRIOperator, Operator
+
+__all__ = [
+    "EquispacedMask",
+    "MRIOperator",
+    "MaskGenerator",
+    "Operator",
+    "RandomMask",
+    "VariableDensityMask",
+    "build_mask",
+    "fft2c",
+    "ifft2c",
+    "rss",
+    "simulate_coil_maps",
+]
