@@ -1,0 +1,29 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-slow venv clean
+
+venv: $(STAMP)
+
+# torch is pinned through constraints.txt (a local CPU wheel here; any other resolution pulls CUDA).
+# fastmri is a test reference only; its torchvision/lightning pins are unusable, hence --no-deps.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[anatomy,plot,test]'
+	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt --no-deps fastmri==0.3.0
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/reconguard demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not gpu" -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m "slow" -q
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""The ``reconguard`` command line: one module per sub-command, registered on one root parser."""

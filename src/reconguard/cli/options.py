@@ -1,0 +1,43 @@
+"""Argument groups shared by several sub-commands (one definition of each option)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from reconguard.errors import ConfigError
+
+
+def add_sampling_options(parser: argparse.ArgumentParser) -> None:
+    """``--acceleration``, ``--center-fraction``, ``--mask``."""
+    group = parser.add_argument_group("sampling")
+    group.add_argument("--acceleration", type=float, default=4.0, help="under-sampling factor (default: 4)")
+    group.add_argument(
+        "--center-fraction",
+        type=float,
+        default=None,
+        help="fully sampled central fraction of k-space (default: fastMRI's 0.32/acceleration, "
+        "i.e. 0.08 at 4x and 0.04 at 8x)",
+    )
+    group.add_argument(
+        "--mask",
+        default="random",
+        choices=["random", "equispaced", "variable_density"],
+        help="sampling pattern (default: random, as fastMRI's RandomMaskFunc)",
+    )
+
+
+def parse_assignments(items: list[str] | None) -> dict[str, Any]:
+    """Turn ``["chans=16", "drop_prob=0.1"]`` into ``{"chans": 16, "drop_prob": 0.1}``.
+
+    Values are parsed as YAML scalars (ints, floats, booleans, strings).
+    """
+    import yaml
+
+    result: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        result[key.strip()] = yaml.safe_load(value)
+    return result

@@ -1,0 +1,253 @@
+"""Seeded, resumable supervised training of a reconstructor.
+
+A run lives in one output directory::
+
+    OUT/config.json          the TrainConfig (a different config in the same OUT is refused)
+    OUT/last.safetensors     latest weights (+ last.json, the model config)
+    OUT/best.safetensors     weights with the best validation PSNR (+ best.json)
+    OUT/state.pt             weights, optimiser, position (epoch, step), elapsed time, history
+    OUT/history.json         validation PSNR/SSIM/NMSE of every epoch
+
+Every file is written to a temporary name and renamed, so a run killed at any moment leaves the
+previous consistent state; starting the same command again resumes from it. Shuffling and training
+masks are derived from ``(seed, epoch, step)``, so a resumed run sees the same batches as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from reconguard.data import SliceDataset
+from reconguard.data.sample import Sample
+from reconguard.errors import ConfigError
+from reconguard.metrics import ssim as batch_ssim
+from reconguard.models import registry
+from reconguard.physics.masks import MASKS, MaskGenerator, build_mask
+from reconguard.training.evaluation import evaluate, magnitude, summarize
+
+LOSSES = ("l1", "mse", "ssim")
+
+# Model sizes that train in minutes on a 2-core CPU at 128x128 (the `reconguard train` defaults;
+# the model classes themselves default to the published sizes).
+CPU_PRESETS: dict[str, dict[str, Any]] = {
+    "unet": {"chans": 16, "num_pool_layers": 4},
+    "varnet": {"num_cascades": 4, "chans": 12, "sens_chans": 4, "sens_pools": 3},
+    "modl": {"num_unrolls": 4},
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Everything that determines a training run.
+
+    Attributes:
+        model: Registered model name (``unet``, ``varnet``, ``modl``, ...).
+        model_config: Hyper-parameters passed to the model constructor.
+        data: Data set directory with ``train/`` and ``val/`` sub-directories of fastMRI files.
+        out: Output directory of the run.
+        acceleration: Under-sampling factor of the training and validation masks.
+        center_fraction: Fully sampled centre fraction (default: fastMRI's pairing).
+        mask: Mask type (``random``, ``equispaced``, ``variable_density``).
+        epochs: Number of passes over the training split.
+        batch_size: Slices per optimiser step.
+        lr: Adam learning rate.
+        loss: ``l1``, ``mse`` or ``ssim`` (1 - SSIM), on the magnitude image.
+        seed: Seeds weights, shuffling and training masks.
+        max_minutes: Stop after this much training time (validation still runs).
+        device: ``cpu`` or ``cuda``.
+    """
+
+    model: str
+    model_config: dict[str, Any] = field(default_factory=dict)
+    data: str
+    out: str
+    acceleration: float = 4.0
+    center_fraction: float | None = None
+    mask: str = "random"
+    epochs: int = 20
+    batch_size: int = 8
+    lr: float = 1e-3
+    loss: str = "l1"
+    seed: int = 0
+    max_minutes: float | None = None
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr}"),
+            (self.loss in LOSSES, f"unknown loss {self.loss!r}; choose one of {list(LOSSES)}"),
+            (self.mask in MASKS, f"unknown mask type {self.mask!r}; choose one of {sorted(MASKS)}"),
+            (
+                self.max_minutes is None or self.max_minutes > 0,
+                f"max_minutes must be positive, got {self.max_minutes}",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def mask_fn(self) -> MaskGenerator:
+        """The sampling-mask generator of this run."""
+        return build_mask(self.mask, acceleration=self.acceleration, center_fraction=self.center_fraction)
+
+
+@dataclass
+class _State:
+    epoch: int = 0
+    step: int = 0  # batches done in the current epoch
+    elapsed: float = 0.0
+    best_psnr: float = -math.inf
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def train(
+    config: TrainConfig, *, overwrite: bool = False, progress: bool = True, checkpoint_seconds: float = 60.0
+) -> list[dict[str, float]]:
+    """Train (or resume training) a reconstructor.
+
+    Args:
+        config: The run configuration.
+        overwrite: Discard an existing run in ``config.out`` with a different configuration.
+        progress: Show progress bars.
+        checkpoint_seconds: Save a resumable checkpoint at least this often during an epoch.
+
+    Returns:
+        The validation history, one dict per epoch.
+    """
+    out = Path(config.out)
+    state = _prepare_run(config, out, overwrite)
+    mask_fn = config.mask_fn()
+    train_set = SliceDataset(Path(config.data) / "train")
+    val_loader = DataLoader(SliceDataset(Path(config.data) / "val"), batch_size=config.batch_size, collate_fn=Sample.collate)
+    model = _init_model(config).to(config.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    if state.epoch or state.step:
+        saved = torch.load(out / "state.pt", weights_only=True, map_location=config.device)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+
+    loss_fn = _loss_fn(config.loss)
+    budget = math.inf if config.max_minutes is None else 60.0 * config.max_minutes
+    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    while state.epoch < config.epochs and state.elapsed < budget:
+        bar = tqdm(
+            _epoch_loader(train_set, config, state),
+            initial=state.step,
+            total=steps_per_epoch,
+            desc=f"epoch {state.epoch + 1}/{config.epochs}",
+            disable=not progress,
+        )
+        model.train()
+        last_save = time.monotonic()
+        for batch in bar:
+            start = time.monotonic()
+            batch = batch.to(config.device)
+            masked_kspace, mask = batch.undersample(mask_fn, seed=(config.seed, state.epoch, state.step))
+            recon = magnitude(model(masked_kspace, mask, coil_maps=batch.coil_maps), batch.target)
+            loss = loss_fn(recon, batch.target, batch.max_value)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            state.step += 1
+            state.elapsed += time.monotonic() - start
+            bar.set_postfix(loss=f"{loss.item():.4g}")
+            if time.monotonic() - last_save > checkpoint_seconds:
+                _save(out, model, optimizer, state)
+                last_save = time.monotonic()
+            if state.elapsed >= budget:
+                break
+        bar.close()
+        epoch_done = state.step >= steps_per_epoch
+        if epoch_done:
+            state.epoch, state.step = state.epoch + 1, 0
+        if epoch_done or state.elapsed >= budget:
+            _validate(model, val_loader, mask_fn, config, state, out, progress)
+        _save(out, model, optimizer, state)
+    return state.history
+
+
+def _prepare_run(config: TrainConfig, out: Path, overwrite: bool) -> _State:
+    config_path = out / "config.json"
+    wanted = asdict(config)
+    if config_path.exists() and not overwrite:
+        existing = json.loads(config_path.read_text())
+        if existing != json.loads(json.dumps(wanted)):
+            raise ConfigError(
+                f"{out} holds a training run with a different configuration; "
+                "use another --out or --overwrite"
+            )
+        state_path = out / "state.pt"
+        if state_path.exists():
+            raw = torch.load(state_path, weights_only=True)
+            return _State(**{k: raw[k] for k in ("epoch", "step", "elapsed", "best_psnr", "history")})
+        return _State()
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("state.pt", "history.json"):
+        (out / stale).unlink(missing_ok=True)
+    _atomic_write_text(config_path, json.dumps(wanted, indent=2))
+    return _State()
+
+
+def _init_model(config: TrainConfig) -> torch.nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return registry.build(config.model, **config.model_config)
+
+
+def _epoch_loader(dataset: SliceDataset, config: TrainConfig, state: _State) -> DataLoader:
+    """The rest of the current epoch: a seeded shuffle, skipping batches done before a resume."""
+    generator = torch.Generator().manual_seed(config.seed * 100_003 + state.epoch)
+    order = torch.randperm(len(dataset), generator=generator)[state.step * config.batch_size :]
+    return DataLoader(Subset(dataset, order.tolist()), batch_size=config.batch_size, collate_fn=Sample.collate)
+
+
+def _loss_fn(name: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    if name == "l1":
+        return lambda recon, target, _: torch.nn.functional.l1_loss(recon, target)
+    if name == "mse":
+        return lambda recon, target, _: torch.nn.functional.mse_loss(recon, target)
+    return lambda recon, target, max_value: 1 - batch_ssim(recon, target, data_range=max_value).mean()
+
+
+def _validate(model, val_loader, mask_fn, config, state: _State, out: Path, progress: bool) -> None:
+    summary = summarize(evaluate(model, val_loader, mask_fn=mask_fn, device=config.device, progress=progress))
+    record = {"epoch": state.epoch, "minutes": state.elapsed / 60, **summary}
+    state.history.append(record)
+    if summary["psnr"] > state.best_psnr:
+        state.best_psnr = summary["psnr"]
+        registry.save(model, out / "best")
+    if progress:
+        tqdm.write(
+            f"epoch {state.epoch}: val PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.4f}, "
+            f"NMSE {summary['nmse']:.4f} (best PSNR {state.best_psnr:.2f} dB)"
+        )
+    _atomic_write_text(out / "history.json", json.dumps(state.history, indent=2))
+
+
+def _save(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: _State) -> None:
+    # state.pt alone is the resume point (weights, optimiser and position in one atomic file);
+    # last.safetensors is the same weights in the format users load.
+    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), **asdict(state)}
+    tmp = out / "state.pt.tmp"
+    torch.save(payload, tmp)
+    os.replace(tmp, out / "state.pt")
+    registry.save(model, out / "last")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
