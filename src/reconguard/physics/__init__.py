@@ -1,6 +1,6 @@
 """MRI physics: the only place that knows FFTs, sampling masks and coil sensitivities."""
 
-from reconguard.physics.coils import rss, simulate_coil_maps
+from reconguard.physics.coils import estimate_coil_maps, rss, simulate_coil_maps
 from reconguard.physics.fft import fft2c, ifft2c
 from reconguard.physics.masks import (
     EquispacedMask,
@@ -19,6 +19,7 @@ __all__ = [
     "RandomMask",
     "VariableDensityMask",
     "build_mask",
+    "estimate_coil_maps",
     "fft2c",
     "ifft2c",
     "rss",

@@ -1,0 +1,458 @@
+"""The built-in data set: real anatomy (or a phantom) in fastMRI format, available offline.
+
+**The k-space is simulated.** No raw k-space ships with reconguard or with its sources; every
+file is synthesised from a magnitude image:
+
+1. Load a 3-D volume: ``mni152`` (the ICBM 2009 T1 template inside the nilearn wheel, 1 mm),
+   ``colin27`` (the Colin 27 T1 average, Debian package ``mricron-data``) or ``phantom`` (a 3-D
+   modified Shepp-Logan phantom with a few small bright and dark lesions; numpy only).
+   Intensities are scaled so the volume maximum is 1.
+2. Cut it into axial, coronal and sagittal slices (three orientations: more, and more varied,
+   training data), drop the edge slices with little anatomy (tissue area below 20% of the
+   largest slice of that orientation), zero-pad each slice to a square and resample it to
+   ``size x size`` (``scipy.ndimage.zoom``, linear).
+3. Multiply by a smooth random phase (a seeded second-order polynomial field spanning about
+   ``[-pi, pi]``) and, for ``coils > 1``, by simulated birdcage coil maps (one random array
+   rotation per volume); take the centred orthonormal FFT; add complex Gaussian noise whose real
+   and imaginary parts each have standard deviation ``noise`` (relative to an image maximum of 1;
+   the FFT is orthonormal, so the image-domain noise has the same standard deviation).
+4. The target is computed like fastMRI's, from the noisy fully sampled data: ``|ifft2c(kspace)|``
+   (single-coil, ``reconstruction_esc``) or its root-sum-of-squares (multi-coil,
+   ``reconstruction_rss``). Multi-coil files also store the true ``sensitivity_maps``.
+
+Splits are by position: each orientation is cut into contiguous blocks of ``block`` slices
+(a remainder shorter than half a block joins the previous block), and a seeded permutation
+assigns blocks to train/val/test, at least one each. Each block is one volume file
+``OUT/<split>/<source>_<orientation>_<block>.h5`` (volume-level metrics are over a block), so
+neighbouring, nearly identical slices never straddle two splits. All blocks come from one head,
+and the three orientations cut through the same anatomy: the splits are disjoint in slices, not
+in subjects. ``OUT/dataset.json`` is written last; its presence marks a complete build.
+
+References:
+    Fonov et al., "Unbiased average age-appropriate atlases for pediatric studies",
+    NeuroImage 2011 (MNI152 ICBM 2009); Holmes et al., "Enhancement of MR images using
+    registration for signal averaging", JCAT 1998 (Colin 27); Shepp & Logan, "The Fourier
+    reconstruction of a head section", IEEE TNS 1974.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import numbers
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from reconguard.data.fastmri import PathLike, write_volume
+from reconguard.errors import ConfigError, DataError
+from reconguard.physics.coils import rss, simulate_coil_maps
+from reconguard.physics.fft import fft2c, ifft2c
+
+SOURCES = ("mni152", "colin27", "phantom")
+ORIENTATIONS = ("axial", "coronal", "sagittal")
+SPLITS = ("train", "val", "test")
+MANIFEST = "dataset.json"
+COLIN27_PATH = Path("/usr/share/mricron/templates/ch2.nii.gz")
+BUILDER_VERSION = 1  # bump when the files a given parameter set produces change
+MIN_ANATOMY = 0.2
+_OWN_FILE = re.compile(rf"^({'|'.join(SOURCES)})_({'|'.join(ORIENTATIONS)})_\d+\.h5$")
+
+# Modified Shepp-Logan ellipsoids (Toft's contrasts): value, semi-axes (a, b, c),
+# centre (x, y, z), rotation about z in degrees.
+_ELLIPSOIDS = (
+    (1.0, (0.69, 0.92, 0.81), (0.0, 0.0, 0.0), 0),
+    (-0.8, (0.6624, 0.874, 0.78), (0.0, -0.0184, 0.0), 0),
+    (-0.2, (0.11, 0.31, 0.22), (0.22, 0.0, 0.0), -18),
+    (-0.2, (0.16, 0.41, 0.28), (-0.22, 0.0, 0.0), 18),
+    (0.1, (0.21, 0.25, 0.41), (0.0, 0.35, -0.15), 0),
+    (0.1, (0.046, 0.046, 0.05), (0.0, 0.1, 0.25), 0),
+    (0.1, (0.046, 0.046, 0.05), (0.0, -0.1, 0.25), 0),
+    (0.1, (0.046, 0.023, 0.05), (-0.08, -0.605, 0.0), 0),
+    (0.1, (0.023, 0.023, 0.02), (0.0, -0.606, 0.0), 0),
+    (0.1, (0.023, 0.046, 0.02), (0.06, -0.605, 0.0), 0),
+)
+
+
+def _import(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise DataError(
+            f"the built-in anatomy needs the Python package '{module.split('.')[0]}'; "
+            "install it with: pip install 'reconguard[anatomy]'"
+        ) from None
+
+
+def phantom_volume(size: int, *, seed: int = 0, lesions: int = 8) -> np.ndarray:
+    """3-D modified Shepp-Logan phantom with small random lesions.
+
+    Args:
+        size: Grid points per axis (the cube ``[-1, 1]^3``).
+        seed: Seed of the lesion positions, radii and contrasts.
+        lesions: Number of small spherical blobs (half bright, half dark) inside the brain.
+
+    Returns:
+        Volume with values in ``[0, 1]``, axes ``(x, y, z)`` (RAS-like).
+
+    Shapes:
+        output: ``(size, size, size)`` float32
+
+    References:
+        Shepp & Logan, IEEE TNS 1974; Toft, "The Radon transform", PhD thesis, 1996.
+    """
+    axis = np.linspace(-1, 1, size, dtype=np.float32)
+    x, y, z = np.meshgrid(axis, axis, axis, indexing="ij", sparse=True)
+    volume = np.zeros((size, size, size), dtype=np.float32)
+    for value, (a, b, c), (x0, y0, z0), angle in _ELLIPSOIDS:
+        cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+        xr = (x - x0) * cos + (y - y0) * sin
+        yr = -(x - x0) * sin + (y - y0) * cos
+        volume += value * (((xr / a) ** 2 + (yr / b) ** 2 + ((z - z0) / c) ** 2) <= 1)
+    rng = np.random.default_rng([seed, 7])
+    for k in range(lesions):
+        centre = rng.uniform(-0.45, 0.45, size=3) * (0.6, 0.8, 0.7)
+        radius = rng.uniform(0.03, 0.07)
+        contrast = (0.25 if k % 2 == 0 else -0.15) * rng.uniform(0.6, 1.0)
+        dist2 = (x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2
+        volume += contrast * np.exp(-dist2 / (2 * radius**2)).astype(np.float32)
+    return np.clip(volume, 0, None) / volume.max()
+
+
+def _load_nifti(image: Any) -> np.ndarray:
+    nib = _import("nibabel")
+    data = nib.as_closest_canonical(image).get_fdata(dtype=np.float32)
+    data = np.clip(np.nan_to_num(data), 0, None)
+    if data.ndim != 3 or data.max() <= 0:
+        raise DataError(f"anatomy volume has shape {data.shape} and maximum {data.max()}")
+    return data / data.max()
+
+
+def load_source(source: str, *, size: int = 128, seed: int = 0) -> np.ndarray:
+    """Load a built-in volume, RAS-oriented, scaled to maximum 1.
+
+    Args:
+        source: ``"mni152"``, ``"colin27"`` or ``"phantom"``.
+        size: Grid size of the phantom (real anatomy keeps its 1 mm grid).
+        seed: Seed of the phantom's lesions.
+
+    Returns:
+        The volume, axes ``(x, y, z)``.
+
+    Shapes:
+        output: ``(X, Y, Z)`` float32 (``197 x 233 x 189`` for mni152)
+    """
+    if source == "phantom":
+        return phantom_volume(size, seed=seed)
+    if source == "mni152":
+        datasets = _import("nilearn.datasets")
+        return _load_nifti(datasets.load_mni152_template(resolution=1))
+    if source == "colin27":
+        nib = _import("nibabel")
+        if not COLIN27_PATH.is_file():
+            raise DataError(
+                f"{COLIN27_PATH}: Colin 27 template not found; install it with: "
+                "sudo apt-get install mricron-data"
+            )
+        return _load_nifti(nib.load(COLIN27_PATH))
+    raise ConfigError(f"unknown source {source!r}; choose one of {list(SOURCES)}")
+
+
+def slice_stacks(volume: np.ndarray, size: int) -> dict[str, np.ndarray]:
+    """Cut a volume into square ``size x size`` slices in each orientation, without empty edges.
+
+    Slices are rotated so that anterior (axial) or superior (coronal, sagittal) is up.
+
+    Args:
+        volume: RAS volume with maximum 1.
+        size: Output side length.
+
+    Returns:
+        ``{orientation: stack}`` with consecutive slices in anatomical order.
+
+    Shapes:
+        volume: ``(X, Y, Z)``; each stack: ``(N, size, size)`` float32
+    """
+    stacks = {}
+    for orientation, axis in zip(ORIENTATIONS, (2, 1, 0)):
+        stack = np.rot90(np.moveaxis(volume, axis, 0), k=1, axes=(1, 2))
+        area = (stack > 0.05).sum(axis=(1, 2))
+        keep = np.flatnonzero(area >= MIN_ANATOMY * area.max())
+        stack = stack[keep[0] : keep[-1] + 1]
+        rows, cols = stack.shape[1:]
+        side = max(rows, cols)
+        top, left = (side - rows) // 2, (side - cols) // 2
+        stack = np.pad(stack, ((0, 0), (top, side - rows - top), (left, side - cols - left)))
+        if side != size:
+            zoom = _import("scipy.ndimage").zoom
+            stack = zoom(stack, (1, size / side, size / side), order=1, grid_mode=False)
+            stack = stack[:, :size, :size]
+        stacks[orientation] = np.ascontiguousarray(stack, dtype=np.float32)
+    return stacks
+
+
+def _smooth_phase(num: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    axis = np.linspace(-1, 1, size)
+    yy, xx = np.meshgrid(axis, axis, indexing="ij")
+    basis = np.stack([np.ones_like(xx), xx, yy, xx**2, xx * yy, yy**2])
+    field = np.einsum("sk,khw->shw", rng.standard_normal((num, len(basis))), basis)
+    field /= np.abs(field).max(axis=(1, 2), keepdims=True)
+    return (math.pi * field).astype(np.float32)
+
+
+def simulate_acquisition(
+    images: np.ndarray, *, coils: int, noise: float, rng: np.random.Generator
+) -> dict[str, torch.Tensor | None]:
+    """Simulate fully sampled k-space of magnitude images (see the module docstring).
+
+    Args:
+        images: Magnitude images, maximum about 1.
+        coils: Number of receive coils; 1 means single-coil (no coil maps).
+        noise: Standard deviation of the real and of the imaginary part of the k-space noise.
+        rng: Source of the phase, coil-array rotation and noise.
+
+    Returns:
+        ``kspace``, ``target`` and ``coil_maps`` (``None`` for single-coil).
+
+    Shapes:
+        images: ``(S, N, N)``; kspace: ``(S, N, N)`` or ``(S, C, N, N)`` complex64;
+        target: ``(S, N, N)`` float32; coil_maps: ``(S, C, N, N)`` complex64
+    """
+    num, size = images.shape[0], images.shape[-1]
+    phase = torch.from_numpy(_smooth_phase(num, size, rng))
+    image = torch.polar(torch.from_numpy(images).float(), phase)[:, None]
+    maps = None
+    rotation = rng.uniform(0, 2 * math.pi)
+    if coils > 1:
+        maps = simulate_coil_maps(coils, (size, size), rotation=rotation).expand(num, -1, -1, -1)
+        image = image * maps
+    kspace = fft2c(image)
+    if noise > 0:
+        parts = torch.from_numpy(rng.standard_normal((2, *kspace.shape), dtype=np.float32))
+        kspace = kspace + noise * torch.complex(parts[0], parts[1])
+    target = rss(ifft2c(kspace))[:, 0]
+    kspace = kspace if coils > 1 else kspace[:, 0]
+    return {"kspace": kspace, "target": target, "coil_maps": maps}
+
+
+def _blocks(num: int, block: int) -> list[range]:
+    starts = list(range(0, num, block))
+    if len(starts) > 1 and num - starts[-1] < block / 2:
+        starts.pop()  # a short remainder joins the previous block
+    ends = starts[1:] + [num]
+    return [range(a, b) for a, b in zip(starts, ends)]
+
+
+def assign_splits(num_blocks: int, fractions: Sequence[float], *, seed: int) -> list[str]:
+    """Assign blocks to train/val/test by a seeded permutation, at least one block each.
+
+    Args:
+        num_blocks: Number of blocks (>= 3).
+        fractions: Train, val and test fractions (positive, sum 1).
+        seed: Seed of the permutation.
+
+    Returns:
+        The split of each block.
+    """
+    if num_blocks < len(SPLITS):
+        raise ConfigError(f"only {num_blocks} blocks of slices, need >= 3; use a smaller block")
+    counts = [max(1, round(f * num_blocks)) for f in fractions[1:]]
+    counts.insert(0, num_blocks - sum(counts))
+    if counts[0] < 1:
+        raise ConfigError(f"only {num_blocks} blocks, too few for fractions {list(fractions)}")
+    order = np.random.default_rng([seed, 1]).permutation(num_blocks)
+    labels = np.repeat(np.arange(len(SPLITS)), counts)
+    splits = [""] * num_blocks
+    for position, block in enumerate(order):
+        splits[block] = SPLITS[labels[position]]
+    return splits
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _parameters(
+    source: str, size: int, coils: int, noise: float, seed: int, block: int, fractions: Any
+) -> dict[str, Any]:
+    if source not in SOURCES:
+        raise ConfigError(f"unknown source {source!r}; choose one of {list(SOURCES)}")
+    if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not 0 <= noise < math.inf:
+        raise ConfigError(f"noise must be a finite number >= 0, got {noise!r}")
+    try:
+        fractions = [float(f) for f in fractions]
+    except (TypeError, ValueError):
+        raise ConfigError(f"fractions must be three numbers, got {fractions!r}") from None
+    if len(fractions) != 3 or not all(0 < f < 1 for f in fractions):
+        raise ConfigError(f"fractions must be three numbers in (0, 1) (train, val, test), got {fractions}")
+    if abs(sum(fractions) - 1) > 1e-6:
+        raise ConfigError(f"fractions must sum to 1, got {fractions} (sum {sum(fractions):g})")
+    return {
+        "source": source,
+        "size": _check_int("size", size, 16),
+        "coils": _check_int("coils", coils, 1),
+        "noise": float(noise),
+        "seed": _check_int("seed", seed, 0),
+        "block": _check_int("block", block, 1),
+        "fractions": fractions,
+    }
+
+
+def load_manifest(out_dir: PathLike) -> dict[str, Any] | None:
+    """Read ``OUT/dataset.json``; ``None`` if the directory holds no complete build.
+
+    Raises:
+        DataError: If the manifest exists but is not readable JSON.
+    """
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise DataError(f"{path}: not a readable JSON manifest; rebuild with overwrite") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("splits"), dict):
+        raise DataError(f"{path}: manifest has no 'splits' table; rebuild with overwrite")
+    return manifest
+
+
+def _own_files(out: Path, split: str) -> list[Path]:
+    return sorted(p for p in (out / split).glob("*.h5") if _OWN_FILE.match(p.name))
+
+
+def _reuse_or_clear(out: Path, params: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
+    """Return the cached manifest if ``out`` holds this very build, else clear our old files."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a directory")
+    manifest = None if overwrite else load_manifest(out)
+    if manifest is not None:
+        old = {**manifest.get("parameters", {}), "builder": manifest.get("builder_version")}
+        if old == {**params, "builder": BUILDER_VERSION}:
+            files = {s: (manifest["splits"].get(s) or {}).get("files") for s in SPLITS}
+            if all(len(_own_files(out, s)) == files[s] for s in SPLITS):
+                return manifest
+        else:
+            changed = [f"{k}={old.get(k)!r} (asked {v!r})" for k, v in params.items() if old.get(k) != v]
+            raise ConfigError(
+                f"{out}: already holds a data set built with {', '.join(changed) or 'an older builder'};"
+                " pass overwrite (--overwrite) or choose another directory"
+            )
+    (out / MANIFEST).unlink(missing_ok=True)  # an unmarked directory is never mistaken for a build
+    for split in SPLITS:
+        for path in _own_files(out, split):
+            path.unlink()
+    return None
+
+
+def _write_json(path: Path, content: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(content, handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_dataset(
+    out_dir: PathLike,
+    *,
+    source: str = "mni152",
+    size: int = 128,
+    coils: int = 1,
+    noise: float = 0.01,
+    seed: int = 0,
+    block: int = 8,
+    fractions: Sequence[float] = (0.7, 0.1, 0.2),
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Build the built-in data set (simulated k-space, see the module docstring) into ``out_dir``.
+
+    Idempotent: if ``out_dir`` already holds a complete build with the same parameters, nothing
+    is written and its manifest is returned. The same parameters always give bit-identical files.
+
+    Args:
+        out_dir: Output directory; gets ``train/``, ``val/``, ``test/`` and ``dataset.json``.
+        source: ``"mni152"`` (default), ``"colin27"`` or ``"phantom"``.
+        size: Side of the square slices (>= 16).
+        coils: Receive coils; 1 writes single-coil files, more writes multi-coil files with maps.
+        noise: k-space noise standard deviation per real/imaginary part (image maximum is 1).
+        seed: Seed of every random choice (phase, coil rotation, noise, split, lesions).
+        block: Slices per volume file (contiguous along the slicing axis).
+        fractions: Train, val and test shares of the blocks.
+        overwrite: Replace a build with other parameters instead of raising.
+        progress: Show a progress bar.
+
+    Returns:
+        The manifest: parameters, version and per-split file and slice counts.
+
+    Raises:
+        ConfigError: On an impossible parameter, or a different build in ``out_dir``.
+        DataError: If the source cannot be loaded.
+    """
+    params = _parameters(source, size, coils, noise, seed, block, fractions)
+    out = Path(out_dir)
+    cached = _reuse_or_clear(out, params, overwrite)
+    if cached is not None:
+        return cached
+    stacks = slice_stacks(load_source(source, size=size, seed=seed), size)
+    blocks = [(o, i, r) for o in ORIENTATIONS for i, r in enumerate(_blocks(len(stacks[o]), block))]
+    splits = assign_splits(len(blocks), params["fractions"], seed=seed)
+    counts = {s: {"files": 0, "slices": 0} for s in SPLITS}
+    for split in SPLITS:
+        (out / split).mkdir(parents=True, exist_ok=True)
+    tqdm = importlib.import_module("tqdm").tqdm
+    jobs = tqdm(list(zip(blocks, splits)), desc=f"building {source}", unit="file", disable=not progress)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tensors this small run slower on a thread pool (and may time-share)
+    try:
+        for (orientation, index, rows), split in jobs:
+            images = stacks[orientation][rows.start : rows.stop]
+            _write_block(out / split, params, orientation, index, images)
+            counts[split]["files"] += 1
+            counts[split]["slices"] += len(rows)
+    finally:
+        torch.set_num_threads(threads)
+    manifest = _manifest(params, stacks, counts)
+    _write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def _write_block(
+    directory: Path, params: dict[str, Any], orientation: str, index: int, images: np.ndarray
+) -> None:
+    source, seed = params["source"], params["seed"]
+    # one stream per block, so a block's files do not depend on the order blocks are written in
+    rng = np.random.default_rng([seed, SOURCES.index(source), ORIENTATIONS.index(orientation), index])
+    data = simulate_acquisition(images, coils=params["coils"], noise=params["noise"], rng=rng)
+    attrs = {"acquisition": f"simulated_{orientation}", "patient_id": source, "block": index}
+    write_volume(directory / f"{source}_{orientation}_{index:03d}.h5", **data, attrs=attrs)
+
+
+def _manifest(params: dict[str, Any], stacks: dict[str, np.ndarray], counts: dict) -> dict[str, Any]:
+    from reconguard import __version__
+
+    return {
+        "name": "reconguard built-in data set",
+        "kspace": "simulated from magnitude images (no raw k-space)",
+        "source": params["source"],
+        "parameters": params,
+        "builder_version": BUILDER_VERSION,
+        "reconguard_version": __version__,
+        "challenge": "multicoil" if params["coils"] > 1 else "singlecoil",
+        "shape": [params["size"], params["size"]],
+        "coils": params["coils"],
+        "orientations": {o: len(stack) for o, stack in stacks.items()},
+        "splits": counts,
+    }

@@ -1,0 +1,499 @@
+"""fastMRI HDF5 volumes: read them slice by slice as :class:`Sample` batches, write them back.
+
+One file holds one volume, in the layout of the public fastMRI data:
+
+- ``kspace``: complex64 ``(S, H, W)`` (single-coil) or ``(S, C, H, W)`` (multi-coil);
+- ``reconstruction_esc`` (single-coil) / ``reconstruction_rss`` (multi-coil): the real target
+  ``(S, h, w)``, absent in test data;
+- ``mask``: ``(W,)`` sampled phase-encoding lines (test data only);
+- ``sensitivity_maps``: true coil maps shaped like ``kspace`` (reconguard extension);
+- ``ismrmrd_header``: ISMRMRD XML; ``encoding/reconSpace/matrixSize`` ``x, y`` = ``(h, w)``;
+- attributes ``max`` and ``norm`` (of the target volume), ``acquisition``, ``patient_id``.
+
+Phase encoding runs along ``W`` (ISMRMRD ``y``), read-out along ``H`` (``x``). Files without a
+target get one computed the fastMRI way: the centre crop (recon size) of the root-sum-of-squares
+of ``ifft2c(kspace)``. Malformed files raise :class:`~reconguard.errors.DataError` naming the file.
+
+References:
+    Zbontar et al., "fastMRI: An Open Dataset and Benchmarks for Accelerated MRI",
+    arXiv:1811.08839 (layout as read by ``fastmri/data/mri_data.py``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import tempfile
+import xml.etree.ElementTree as etree
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Union
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from reconguard.data.sample import Sample
+from reconguard.errors import DataError
+from reconguard.physics.coils import rss
+from reconguard.physics.fft import ifft2c
+from reconguard.physics.operators import center_crop
+
+PathLike = Union[str, os.PathLike]
+ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
+SINGLECOIL_TARGET = "reconstruction_esc"
+MULTICOIL_TARGET = "reconstruction_rss"
+MAPS_KEY = "sensitivity_maps"
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    """What a fastMRI file holds, read from its metadata (no array data is loaded).
+
+    Attributes:
+        path: The file.
+        num_slices: ``S``.
+        num_coils: ``C`` (1 for single-coil files).
+        multicoil: Whether ``kspace`` is ``(S, C, H, W)``.
+        shape: k-space size ``(H, W)``.
+        recon_size: Target size ``(h, w)`` (from the target, else the ISMRMRD header).
+        target_key: Dataset holding the target, or ``None`` (test data).
+        has_mask: Whether the file stores a sampling mask.
+        has_maps: Whether the file stores ``sensitivity_maps``.
+        attrs: The file's HDF5 attributes.
+    """
+
+    path: Path
+    num_slices: int
+    num_coils: int
+    multicoil: bool
+    shape: tuple[int, int]
+    recon_size: tuple[int, int]
+    target_key: str | None
+    has_mask: bool
+    has_maps: bool
+    attrs: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def fname(self) -> str:
+        """The file name, used as the volume's identifier in samples and metrics."""
+        return self.path.name
+
+
+def _open(path: Path) -> h5py.File:
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        reason = str(err).split("(", 1)[-1].rstrip(")") or "unreadable"
+        raise DataError(
+            f"{path}: not a readable HDF5 file (corrupt, truncated or not HDF5: {reason})"
+        ) from None
+
+
+def _header_recon_size(path: Path, hf: h5py.File) -> tuple[int, int] | None:
+    if "ismrmrd_header" not in hf:
+        return None
+    raw = hf["ismrmrd_header"][()]
+    try:
+        root = etree.fromstring(raw.encode() if isinstance(raw, str) else bytes(raw))
+        ns = {"m": ISMRMRD_NAMESPACE}
+        size = [root.find(f".//m:encoding/m:reconSpace/m:matrixSize/m:{a}", ns) for a in "xy"]
+        return int(size[0].text), int(size[1].text)  # type: ignore[union-attr, arg-type]
+    except (etree.ParseError, AttributeError, TypeError, ValueError):
+        raise DataError(f"{path}: ismrmrd_header lacks a readable reconSpace matrixSize") from None
+
+
+def _check_kspace(path: Path, hf: h5py.File) -> h5py.Dataset:
+    if not isinstance(hf.get("kspace"), h5py.Dataset):
+        raise DataError(f"{path}: no 'kspace' dataset (keys: {sorted(hf.keys())})")
+    kspace = hf["kspace"]
+    if kspace.ndim not in (3, 4):
+        raise DataError(f"{path}: kspace must be (S, H, W) or (S, C, H, W), got {kspace.shape}")
+    if not np.issubdtype(kspace.dtype, np.complexfloating):
+        raise DataError(f"{path}: kspace must be complex, got dtype {kspace.dtype}")
+    if kspace.size == 0:
+        raise DataError(f"{path}: kspace is empty, shape {kspace.shape}")
+    return kspace
+
+
+def _check_target(path: Path, hf: h5py.File, key: str, num_slices: int) -> tuple[int, int]:
+    target = hf[key]
+    if target.ndim != 3 or target.shape[0] != num_slices or target.size == 0:
+        raise DataError(
+            f"{path}: {key} must be (S, h, w) with S={num_slices} like kspace, got {target.shape}"
+        )
+    if not np.issubdtype(target.dtype, np.floating):
+        raise DataError(f"{path}: {key} must be real floating point, got dtype {target.dtype}")
+    return int(target.shape[1]), int(target.shape[2])
+
+
+def _inspect_open(path: Path, hf: h5py.File) -> VolumeInfo:
+    kspace = _check_kspace(path, hf)
+    multicoil = kspace.ndim == 4
+    num_slices, height, width = kspace.shape[0], kspace.shape[-2], kspace.shape[-1]
+    keys = [SINGLECOIL_TARGET, MULTICOIL_TARGET][:: -1 if multicoil else 1]
+    target_key = next((k for k in keys if k in hf), None)
+    recon_size = _header_recon_size(path, hf)
+    if target_key is not None:
+        recon_size = _check_target(path, hf, target_key, num_slices)
+    if "mask" in hf and hf["mask"].shape != (width,):
+        raise DataError(
+            f"{path}: mask shape {hf['mask'].shape} does not match k-space width {width}"
+        )
+    maps = hf.get(MAPS_KEY)
+    if maps is not None and (
+        maps.shape != kspace.shape or not np.issubdtype(maps.dtype, np.complexfloating)
+    ):
+        raise DataError(
+            f"{path}: {MAPS_KEY} must be complex of shape {kspace.shape}, "
+            f"got {maps.dtype} {maps.shape}"
+        )
+    return VolumeInfo(
+        path=path,
+        num_slices=num_slices,
+        num_coils=kspace.shape[1] if multicoil else 1,
+        multicoil=multicoil,
+        shape=(height, width),
+        recon_size=recon_size if recon_size and min(recon_size) > 0 else (height, width),
+        target_key=target_key,
+        has_mask="mask" in hf,
+        has_maps=maps is not None,
+        attrs=dict(hf.attrs),
+    )
+
+
+def inspect_volume(path: PathLike) -> VolumeInfo:
+    """Validate a fastMRI file's structure and describe it (array data is not read).
+
+    Args:
+        path: An ``.h5`` file.
+
+    Returns:
+        The file's :class:`VolumeInfo`.
+
+    Raises:
+        DataError: If the file is missing, not HDF5, truncated, or not in fastMRI layout.
+    """
+    path = Path(path)
+    with _open(path) as hf:
+        try:
+            return _inspect_open(path, hf)
+        except OSError as err:
+            raise DataError(f"{path}: corrupt HDF5 metadata ({err})") from None
+
+
+def _resolve_paths(source: PathLike | Iterable[PathLike]) -> list[Path]:
+    if isinstance(source, (str, os.PathLike)):
+        root = Path(source)
+        if root.is_dir():
+            paths = sorted(p for p in root.glob("*.h5") if p.is_file())
+            if not paths:
+                raise DataError(f"{root}: directory contains no .h5 files")
+            return paths
+        if not root.exists():
+            raise DataError(f"{root}: no such file or directory")
+        return [root]
+    paths = [Path(p) for p in source]
+    if not paths:
+        raise DataError("no fastMRI files given (empty list)")
+    return paths
+
+
+def list_volumes(source: PathLike | Iterable[PathLike]) -> list[VolumeInfo]:
+    """Describe every volume of a directory (its ``*.h5`` files, sorted), a file or a list of files.
+
+    Args:
+        source: Directory, ``.h5`` file, or iterable of files.
+
+    Returns:
+        One :class:`VolumeInfo` per file, in order.
+
+    Raises:
+        DataError: If the directory is missing or empty, or any file is malformed.
+    """
+    return [inspect_volume(p) for p in _resolve_paths(source)]
+
+
+class _Handles:
+    """Per-process LRU cache of read-only files; never pickled nor used across a fork."""
+
+    def __init__(self, capacity: int = 32):
+        self.capacity = capacity
+        self._pid = -1
+        self._files: OrderedDict[Path, h5py.File] = OrderedDict()
+
+    def get(self, path: Path) -> h5py.File:
+        if self._pid != os.getpid():  # forked worker: the parent's handles are not ours to use
+            self._files, self._pid = OrderedDict(), os.getpid()
+        if path in self._files:
+            self._files.move_to_end(path)
+            return self._files[path]
+        if len(self._files) >= self.capacity:
+            self._files.popitem(last=False)[1].close()
+        self._files[path] = _open(path)
+        return self._files[path]
+
+    def close(self) -> None:
+        if self._pid == os.getpid():
+            for hf in self._files.values():
+                hf.close()
+        self._files = OrderedDict()
+
+    def __getstate__(self) -> dict:
+        return {"capacity": self.capacity}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["capacity"])
+
+
+def _finite(array: np.ndarray, path: Path, what: str, index: int) -> np.ndarray:
+    if not np.isfinite(array).all():
+        raise DataError(f"{path}: {what} of slice {index} contains NaN or inf values")
+    return array
+
+
+class SliceDataset(Dataset):
+    """Slices of fastMRI volumes, each as a :class:`Sample` of batch size 1.
+
+    Batch with ``DataLoader(ds, batch_size=8, collate_fn=Sample.collate)``. Files are opened
+    lazily in the process that reads them (safe with ``num_workers > 0``). Structure is
+    validated up front; NaN/inf values are detected when a slice is read.
+
+    Args:
+        source: Directory (its ``*.h5`` files), one file, or a list of files.
+
+    Shapes:
+        kspace: ``(1, C, H, W)`` complex64 (``C = 1`` for single-coil files)
+        target: ``(1, 1, h, w)`` float32
+        max_value: ``(1,)`` float32 (attribute ``max``, else the target's volume maximum)
+        coil_maps: ``(1, C, H, W)`` complex64 or ``None``
+        mask: ``(1, 1, 1, W)`` bool or ``None``
+    """
+
+    def __init__(self, source: PathLike | Iterable[PathLike]):
+        self.volumes = list_volumes(source)
+        self._offsets = np.cumsum([0] + [v.num_slices for v in self.volumes]).tolist()
+        self._handles = _Handles()
+        self._max_cache: dict[Path, float] = {}
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def locate(self, index: int) -> tuple[VolumeInfo, int]:
+        """Map a data-set index to ``(volume, slice index)``."""
+        index = int(index)
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} slices")
+        index %= len(self)
+        vol = bisect.bisect_right(self._offsets, index) - 1
+        return self.volumes[vol], index - self._offsets[vol]
+
+    def __getitem__(self, index: int) -> Sample:
+        info, slice_idx = self.locate(index)
+        try:
+            return self._read(info, slice_idx)
+        except OSError as err:
+            raise DataError(f"{info.path}: cannot read slice {slice_idx} ({err})") from None
+
+    def _read(self, info: VolumeInfo, i: int) -> Sample:
+        hf = self._handles.get(info.path)
+        kspace, target = self._kspace_target(info, i)
+        maps = mask = None
+        if info.has_maps:
+            maps = _finite(hf[MAPS_KEY][i], info.path, MAPS_KEY, i).astype(np.complex64)
+            maps = torch.from_numpy(maps).reshape(kspace.shape)
+        if info.has_mask:
+            mask = torch.from_numpy(np.asarray(hf["mask"][()]) != 0).reshape(1, 1, 1, -1)
+        max_value = torch.tensor([self._volume_max(info)], dtype=torch.float32)
+        return Sample(kspace, target, max_value, maps, mask, (info.fname,), (i,))
+
+    def _kspace_target(self, info: VolumeInfo, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        hf = self._handles.get(info.path)
+        kspace = _finite(hf["kspace"][i], info.path, "kspace", i).astype(np.complex64)
+        kspace = torch.from_numpy(kspace).reshape(1, info.num_coils, *info.shape)
+        if info.target_key is None:  # test data: fastMRI's zero-filled RSS, cropped
+            crop = [min(r, s) for r, s in zip(info.recon_size, info.shape)]
+            return kspace, center_crop(rss(ifft2c(kspace)), crop).float().contiguous()
+        target = _finite(hf[info.target_key][i], info.path, info.target_key, i)
+        return kspace, torch.from_numpy(target.astype(np.float32))[None, None]
+
+    def _volume_max(self, info: VolumeInfo) -> float:
+        if "max" in info.attrs:
+            return float(info.attrs["max"])
+        if info.path not in self._max_cache:
+            if info.target_key is not None:
+                value = float(np.max(self._handles.get(info.path)[info.target_key][()]))
+            else:
+                slices = range(info.num_slices)
+                value = max(float(self._kspace_target(info, s)[1].max()) for s in slices)
+            self._max_cache[info.path] = value
+        return self._max_cache[info.path]
+
+    def slices_of(self, fname: str) -> range:
+        """Data-set indices of every slice of the volume named ``fname``."""
+        for vol, info in enumerate(self.volumes):
+            if info.fname == fname:
+                return range(self._offsets[vol], self._offsets[vol + 1])
+        raise KeyError(f"no volume named {fname!r}")
+
+    def iter_volumes(self) -> Iterator[tuple[VolumeInfo, Sample]]:
+        """Yield each volume with all its slices batched (for volume-level metrics).
+
+        Shapes:
+            sample: batch ``S`` (the volume's slices, in order)
+        """
+        for vol, info in enumerate(self.volumes):
+            slices = [self[i] for i in range(self._offsets[vol], self._offsets[vol + 1])]
+            yield info, Sample.collate(slices)
+
+    def close(self) -> None:
+        """Close the files this process has open (they reopen on the next read)."""
+        self._handles.close()
+
+
+def read_volume(path: PathLike) -> Sample:
+    """Read every slice of one fastMRI file as one :class:`Sample` (batch = slices)."""
+    dataset = SliceDataset([path])
+    try:
+        return next(dataset.iter_volumes())[1]
+    finally:
+        dataset.close()
+
+
+def _numpy(value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().resolve_conj().numpy()
+    return np.asarray(value)
+
+
+def _check_array(path: Path, name: str, array: np.ndarray, *, complex_: bool, ranks: tuple) -> None:
+    if np.iscomplexobj(array) != complex_ or array.ndim not in ranks or array.size == 0:
+        kind = "complex" if complex_ else "real"
+        raise DataError(
+            f"{path}: {name} must be non-empty {kind} with rank {' or '.join(map(str, ranks))}, "
+            f"got {array.dtype} {array.shape}"
+        )
+    if not np.isfinite(array).all():
+        raise DataError(f"{path}: {name} contains NaN or inf values")
+
+
+def _check_write(
+    path: Path, kspace: np.ndarray, target: np.ndarray | None, maps: np.ndarray | None
+) -> None:
+    _check_array(path, "kspace", kspace, complex_=True, ranks=(3, 4))
+    if target is not None:
+        _check_array(path, "target", target, complex_=False, ranks=(3,))
+        if target.shape[0] != kspace.shape[0]:
+            raise DataError(f"{path}: target has {target.shape[0]} slices, kspace {len(kspace)}")
+    if maps is not None:
+        _check_array(path, "coil_maps", maps, complex_=True, ranks=(kspace.ndim,))
+        if maps.shape != kspace.shape:
+            raise DataError(f"{path}: coil_maps shape {maps.shape} is not kspace's {kspace.shape}")
+    if not path.parent.is_dir():
+        raise DataError(f"{path}: directory {path.parent} does not exist")
+
+
+def ismrmrd_header(shape: tuple[int, int], recon_size: tuple[int, int]) -> bytes:
+    """Minimal ISMRMRD XML header holding the fields fastMRI's loader reads.
+
+    Args:
+        shape: k-space size ``(H, W)`` (encodedSpace ``x``, ``y``).
+        recon_size: Target size ``(h, w)`` (reconSpace ``x``, ``y``).
+
+    Returns:
+        UTF-8 encoded XML.
+    """
+
+    def matrix(size: tuple[int, int]) -> str:
+        return f"<matrixSize><x>{size[0]}</x><y>{size[1]}</y><z>1</z></matrixSize>"
+
+    width = shape[1]
+    limits = f"<minimum>0</minimum><maximum>{width - 1}</maximum><center>{width // 2}</center>"
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        f'<ismrmrdHeader xmlns="{ISMRMRD_NAMESPACE}"><encoding>'
+        f"<encodedSpace>{matrix(shape)}</encodedSpace><reconSpace>{matrix(recon_size)}</reconSpace>"
+        "<encodingLimits><kspace_encoding_step_1>"
+        f"{limits}</kspace_encoding_step_1></encodingLimits>"
+        "<trajectory>cartesian</trajectory></encoding></ismrmrdHeader>\n"
+    ).encode()
+
+
+def _write_h5(tmp: str, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> None:
+    with h5py.File(tmp, "w") as hf:
+        for key, array in arrays.items():
+            hf.create_dataset(key, data=array)
+        for key, value in attrs.items():
+            try:
+                hf.attrs[key] = value
+            except (TypeError, ValueError):
+                raise DataError(f"attribute {key!r}={value!r} is not a string or number") from None
+
+
+def write_volume(
+    path: PathLike,
+    *,
+    kspace: np.ndarray | torch.Tensor,
+    target: np.ndarray | torch.Tensor | None,
+    coil_maps: np.ndarray | torch.Tensor | None = None,
+    mask: np.ndarray | torch.Tensor | None = None,
+    recon_size: tuple[int, int] | None = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write one volume in exactly the fastMRI layout, atomically (temp file, then rename).
+
+    Single-coil k-space gets ``reconstruction_esc``, multi-coil ``reconstruction_rss``.
+    Attributes ``max`` and ``norm`` default to the target's volume maximum and norm,
+    ``acquisition`` to ``"unknown"``, ``patient_id`` to the file stem; ``attrs`` overrides them.
+
+    Args:
+        path: Destination ``.h5`` file (its directory must exist).
+        kspace: Complex k-space.
+        target: Real reference images, or ``None`` for test-style files.
+        coil_maps: Coil sensitivities, stored as ``sensitivity_maps``.
+        mask: Sampled phase-encoding lines (test-style files), ``W`` elements.
+        recon_size: Header reconSpace size; defaults to the target size, else ``(H, W)``.
+        attrs: Extra or overriding HDF5 attributes (string or number values).
+
+    Returns:
+        The written path.
+
+    Shapes:
+        kspace: ``(S, H, W)`` or ``(S, C, H, W)``; target: ``(S, h, w)``; coil_maps: like kspace.
+    """
+    path = Path(path)
+    kspace = _numpy(kspace)
+    arrays: dict[str, np.ndarray] = {"kspace": kspace.astype(np.complex64)}
+    target = None if target is None else _numpy(target)
+    maps = None if coil_maps is None else _numpy(coil_maps)
+    _check_write(path, kspace, target, maps)
+    meta: dict[str, Any] = {"acquisition": "unknown", "patient_id": path.stem}
+    if target is not None:
+        key = MULTICOIL_TARGET if kspace.ndim == 4 else SINGLECOIL_TARGET
+        arrays[key] = target.astype(np.float32)
+        meta.update(max=float(target.max()), norm=float(np.linalg.norm(target)))
+    if maps is not None:
+        arrays[MAPS_KEY] = maps.astype(np.complex64)
+    shape = (int(kspace.shape[-2]), int(kspace.shape[-1]))
+    if mask is not None:
+        mask = _numpy(mask)
+        if mask.size != kspace.shape[-1]:
+            raise DataError(f"{path}: mask has {mask.size} entries, k-space width {shape[1]}")
+        arrays["mask"] = mask.reshape(-1) != 0
+    if recon_size is None:
+        recon_size = shape if target is None else (int(target.shape[1]), int(target.shape[2]))
+    arrays["ismrmrd_header"] = np.bytes_(ismrmrd_header(shape, tuple(recon_size)))
+    meta.update(attrs or {})
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        _write_h5(tmp, arrays, meta)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,19 @@
+"""Image-quality metrics: differentiable batch PSNR/SSIM/NMSE and fastMRI-exact volume metrics.
+
+``psnr``/``ssim``/``nmse``/``ssim_loss`` work on tensor batches ``(B, C, H, W)`` and are
+differentiable; ``volume_psnr``/``volume_ssim``/``volume_nmse`` reproduce
+``fastmri.evaluate`` on one volume ``(S, H, W)`` and return floats. Arguments are always
+``(target, recon)``. See :mod:`reconguard.metrics.functional`.
+"""
+
+from reconguard.metrics.functional import (
+    nmse,
+    psnr,
+    ssim,
+    ssim_loss,
+    volume_nmse,
+    volume_psnr,
+    volume_ssim,
+)
+
+__all__ = ["nmse", "psnr", "ssim", "ssim_loss", "volume_nmse", "volume_psnr", "volume_ssim"]
