@@ -12,6 +12,7 @@ from reconguard.physics import (
     estimate_coil_maps,
     fft2c,
     ifft2c,
+    rss,
     simulate_coil_maps,
 )
 
@@ -120,3 +121,11 @@ def test_errors():
         estimate_coil_maps(nan, mask)
     with pytest.raises(DataError, match="mask"):
         estimate_coil_maps(masked, mask[..., :-1])
+
+
+def test_rss_gradient_is_finite_at_exact_zeros():
+    x = torch.zeros(1, 3, 4, 4, dtype=torch.complex64, requires_grad=True)
+    with torch.no_grad():
+        x[0, :, 1, 1] = 1 + 1j
+    rss(x).sum().backward()
+    assert torch.isfinite(torch.view_as_real(x.grad)).all()

@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from reconguard.data.sample import Sample
     from reconguard.models import load
     from reconguard.training.evaluation import evaluate, summarize
-    from reconguard.training.trainer import CPU_PRESETS, TrainConfig, train
+    from reconguard.training.presets import CPU_PRESETS
+    from reconguard.training.trainer import TrainConfig, train
 
     progress = not args.quiet
     data_dir = args.workdir / "data"

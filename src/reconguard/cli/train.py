@@ -9,7 +9,7 @@ from reconguard.cli.options import add_sampling_options, parse_assignments
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``reconguard train``."""
-    from reconguard.training.trainer import CPU_PRESETS
+    from reconguard.training.presets import CPU_PRESETS
 
     presets = "; ".join(f"{name}: {cfg}" for name, cfg in CPU_PRESETS.items())
     parser = subparsers.add_parser(
@@ -41,7 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``reconguard train``."""
-    from reconguard.training.trainer import CPU_PRESETS, TrainConfig, train
+    from reconguard.training.presets import CPU_PRESETS
+    from reconguard.training.trainer import TrainConfig, train
 
     model_config = {**CPU_PRESETS.get(args.model, {}), **parse_assignments(args.set)}
     out = args.out or f"runs/{args.model}-{args.acceleration:g}x"

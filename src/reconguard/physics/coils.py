@@ -24,7 +24,11 @@ def rss(coil_images: torch.Tensor, dim: int = 1) -> torch.Tensor:
     Shapes:
         coil_images: ``(B, C, H, W)`` -> ``(B, 1, H, W)``
     """
-    return coil_images.abs().pow(2).sum(dim=dim, keepdim=True).sqrt()
+    power = coil_images.abs().pow(2).sum(dim=dim, keepdim=True)
+    # sqrt has an infinite derivative at 0; clamping at the smallest normal number keeps the
+    # gradient finite where every coil is exactly zero (zero-padded data) and changes no value
+    # by more than sqrt(tiny) ~ 1e-19.
+    return power.clamp_min(torch.finfo(power.dtype).tiny).sqrt()
 
 
 def simulate_coil_maps(

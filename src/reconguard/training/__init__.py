@@ -1,6 +1,25 @@
-"""Supervised training and evaluation of reconstructors."""
+"""Supervised training and evaluation of reconstructors.
 
-from reconguard.training.evaluation import VolumeMetrics, evaluate, summarize
-from reconguard.training.trainer import TrainConfig, train
+The public names are imported on first use so that ``reconguard --help`` stays fast.
+"""
 
-__all__ = ["TrainConfig", "VolumeMetrics", "evaluate", "summarize", "train"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "TrainConfig": "trainer",
+    "train": "trainer",
+    "VolumeMetrics": "evaluation",
+    "evaluate": "evaluation",
+    "summarize": "evaluation",
+    "CPU_PRESETS": "presets",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'reconguard.training' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"reconguard.training.{_EXPORTS[name]}"), name)

@@ -31,20 +31,13 @@ from tqdm.auto import tqdm
 from reconguard.data import SliceDataset
 from reconguard.data.sample import Sample
 from reconguard.errors import ConfigError
-from reconguard.metrics import ssim as batch_ssim
+from reconguard.metrics import ssim_loss
 from reconguard.models import registry
 from reconguard.physics.masks import MASKS, MaskGenerator, build_mask
 from reconguard.training.evaluation import evaluate, magnitude, summarize
 
 LOSSES = ("l1", "mse", "ssim")
 
-# Model sizes that train in minutes on a 2-core CPU at 128x128 (the `reconguard train` defaults;
-# the model classes themselves default to the published sizes).
-CPU_PRESETS: dict[str, dict[str, Any]] = {
-    "unet": {"chans": 16, "num_pool_layers": 4},
-    "varnet": {"num_cascades": 4, "chans": 12, "sens_chans": 4, "sens_pools": 3},
-    "modl": {"num_unrolls": 4},
-}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,7 +212,7 @@ def _loss_fn(name: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], 
         return lambda recon, target, _: torch.nn.functional.l1_loss(recon, target)
     if name == "mse":
         return lambda recon, target, _: torch.nn.functional.mse_loss(recon, target)
-    return lambda recon, target, max_value: 1 - batch_ssim(recon, target, data_range=max_value).mean()
+    return lambda recon, target, max_value: ssim_loss(target, recon, data_range=max_value)
 
 
 def _validate(model, val_loader, mask_fn, config, state: _State, out: Path, progress: bool) -> None:

@@ -1,0 +1,15 @@
+"""Model sizes that train in minutes on a 2-core CPU at 128x128.
+
+These are the defaults of ``reconguard train`` and ``reconguard demo``; the model classes
+themselves default to the published sizes (e.g. fastMRI's U-Net with 32 channels).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+CPU_PRESETS: dict[str, dict[str, Any]] = {
+    "unet": {"chans": 16, "num_pool_layers": 4},
+    "varnet": {"num_cascades": 4, "chans": 12, "sens_chans": 4, "sens_pools": 3},
+    "modl": {"num_unrolls": 4},
+}

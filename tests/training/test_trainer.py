@@ -1,0 +1,112 @@
+"""Training: it learns, it is deterministic, it resumes exactly, it refuses bad configs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from reconguard.errors import ConfigError
+from reconguard.models import load
+from reconguard.training import TrainConfig, train
+from reconguard.training.presets import CPU_PRESETS
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from reconguard.data import build_dataset
+
+    out = tmp_path_factory.mktemp("data")
+    build_dataset(out, source="phantom", size=32, seed=0, progress=False)
+    return out
+
+
+def _config(data, out, **overrides) -> TrainConfig:
+    base = dict(
+        model="unet",
+        model_config={"chans": 4, "num_pool_layers": 2},
+        data=str(data),
+        out=str(out),
+        epochs=2,
+        batch_size=4,
+        lr=3e-3,
+    )
+    return TrainConfig(**{**base, **overrides})
+
+
+def _weights(out):
+    return torch.load(out / "state.pt", weights_only=True)["model"]
+
+
+def test_training_improves_and_writes_run(tiny_data, tmp_path):
+    history = train(_config(tiny_data, tmp_path, epochs=3), progress=False)
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["psnr"] > history[0]["psnr"]
+    for name in ("config.json", "state.pt", "history.json", "best.safetensors", "best.json", "last.safetensors"):
+        assert (tmp_path / name).exists(), name
+    assert json.loads((tmp_path / "history.json").read_text()) == history
+    best = load(tmp_path / "best")
+    assert best.config["chans"] == 4 and best.config["num_pool_layers"] == 2
+
+
+def test_resume_after_interruption_matches_uninterrupted(tiny_data, tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    train(_config(tiny_data, straight), progress=False)
+
+    interrupted = tmp_path / "interrupted"
+    real_step = torch.optim.Adam.step
+    calls = {"n": 0}
+
+    def flaky_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", flaky_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(tiny_data, interrupted), progress=False, checkpoint_seconds=0)
+    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
+    saved = torch.load(interrupted / "state.pt", weights_only=True)
+    assert (saved["epoch"], saved["step"]) == (0, 2)
+
+    history = train(_config(tiny_data, interrupted), progress=False)
+    assert len(history) == 2
+    for key, value in _weights(straight).items():
+        torch.testing.assert_close(_weights(interrupted)[key], value, rtol=0, atol=0)
+
+
+def test_finished_run_is_reused(tiny_data, tmp_path):
+    first = train(_config(tiny_data, tmp_path, epochs=1), progress=False)
+    again = train(_config(tiny_data, tmp_path, epochs=1), progress=False)
+    assert again == first
+
+
+def test_different_config_in_same_dir_is_refused(tiny_data, tmp_path):
+    train(_config(tiny_data, tmp_path, epochs=1), progress=False)
+    with pytest.raises(ConfigError, match="different configuration"):
+        train(_config(tiny_data, tmp_path, epochs=1, lr=1e-4), progress=False)
+    history = train(_config(tiny_data, tmp_path, epochs=1, lr=1e-4), overwrite=True, progress=False)
+    assert len(history) == 1
+
+
+def test_time_budget_stops_and_validates(tiny_data, tmp_path, monkeypatch):
+    history = train(_config(tiny_data, tmp_path, epochs=50, max_minutes=1e-4), progress=False)
+    assert len(history) == 1 and history[0]["epoch"] == 0
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(epochs=0), dict(batch_size=0), dict(lr=-1.0), dict(loss="hinge"), dict(mask="spiral"), dict(max_minutes=0)],
+)
+def test_impossible_configs_raise(tiny_data, tmp_path, overrides):
+    with pytest.raises(ConfigError):
+        _config(tiny_data, tmp_path, **overrides)
+
+
+def test_cpu_presets_build():
+    from reconguard.models import build
+
+    for name, config in CPU_PRESETS.items():
+        build(name, **config)
