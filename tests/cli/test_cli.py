@@ -1,0 +1,93 @@
+"""The command line: every command explains itself; bad input is one line and exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from reconguard.cli.main import SUBCOMMANDS, build_parser, main
+
+
+def _run(argv, capsys):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("command", [[], *[[name] for name in SUBCOMMANDS], ["data", "build"], ["data", "info"]])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: reconguard" in out and len(out.splitlines()) > 5
+
+
+def test_parser_lists_every_subcommand():
+    help_text = build_parser().format_help()
+    for name in SUBCOMMANDS:
+        assert name in help_text
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from reconguard.data import build_dataset
+
+    out = tmp_path_factory.mktemp("data")
+    build_dataset(out, source="phantom", size=32, seed=0, progress=False)
+    return out
+
+
+def _bad_cases(tiny_data, tmp_path):
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"not a checkpoint")
+    (tmp_path / "corrupt.json").write_text('{"name": "unet", "config": {}}')
+    return {
+        "unknown model": ["train", "--model", "resnet9000", "--data", str(tiny_data), "--out", str(tmp_path / "r")],
+        "missing data": ["evaluate", "--model", "zero_filled", "--data", str(tmp_path / "nowhere")],
+        "corrupt checkpoint": ["evaluate", "--model", str(corrupt), "--data", str(tiny_data)],
+        "missing checkpoint": ["evaluate", "--model", str(tmp_path / "absent.safetensors"), "--data", str(tiny_data)],
+        "bad hyper-parameter": ["train", "--model", "unet", "--set", "wings=2", "--data", str(tiny_data), "--out", str(tmp_path / "r2")],
+        "malformed --set": ["train", "--model", "unet", "--set", "chans", "--data", str(tiny_data), "--out", str(tmp_path / "r3")],
+        "impossible acceleration": ["evaluate", "--model", "zero_filled", "--data", str(tiny_data), "--acceleration", "0.5"],
+        "negative epochs": ["train", "--model", "unet", "--epochs", "-1", "--data", str(tiny_data), "--out", str(tmp_path / "r4")],
+        "negative noise": ["data", "build", "--out", str(tmp_path / "d"), "--noise", "-1", "--quiet"],
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["unknown model", "missing data", "corrupt checkpoint", "missing checkpoint", "bad hyper-parameter",
+     "malformed --set", "impossible acceleration", "negative epochs", "negative noise"],
+)
+def test_bad_input_is_one_line_exit_2(case, tiny_data, tmp_path, capsys):
+    code, _, err = _run(_bad_cases(tiny_data, tmp_path)[case], capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("reconguard ") and "error:" in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_evaluate_prints_table(tiny_data, tmp_path, capsys):
+    report = tmp_path / "results.json"
+    code, out, _ = _run(
+        ["evaluate", "--model", "zero_filled", "--model", "cs_tv", "--data", str(tiny_data), "--quiet",
+         "--json", str(report)],
+        capsys,
+    )
+    assert code == 0
+    assert "| zero_filled |" in out and "| cs_tv |" in out and "PSNR" in out
+    assert report.exists()
+
+
+def test_console_script_reports_errors_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "reconguard.cli.main", "evaluate", "--model", "zero_filled", "--data", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
