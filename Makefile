@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/reconguard demo
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest -m "not slow and not gpu" -q
 
 test-slow: $(STAMP)

@@ -44,15 +44,16 @@ def _bad_cases(tiny_data, tmp_path):
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(b"not a checkpoint")
     (tmp_path / "corrupt.json").write_text('{"name": "unet", "config": {}}')
+    data = ["--data", str(tiny_data)]
     return {
-        "unknown model": ["train", "--model", "resnet9000", "--data", str(tiny_data), "--out", str(tmp_path / "r")],
+        "unknown model": ["train", "--model", "resnet9000", *data, "--out", str(tmp_path / "r")],
         "missing data": ["evaluate", "--model", "zero_filled", "--data", str(tmp_path / "nowhere")],
-        "corrupt checkpoint": ["evaluate", "--model", str(corrupt), "--data", str(tiny_data)],
-        "missing checkpoint": ["evaluate", "--model", str(tmp_path / "absent.safetensors"), "--data", str(tiny_data)],
-        "bad hyper-parameter": ["train", "--model", "unet", "--set", "wings=2", "--data", str(tiny_data), "--out", str(tmp_path / "r2")],
-        "malformed --set": ["train", "--model", "unet", "--set", "chans", "--data", str(tiny_data), "--out", str(tmp_path / "r3")],
-        "impossible acceleration": ["evaluate", "--model", "zero_filled", "--data", str(tiny_data), "--acceleration", "0.5"],
-        "negative epochs": ["train", "--model", "unet", "--epochs", "-1", "--data", str(tiny_data), "--out", str(tmp_path / "r4")],
+        "corrupt checkpoint": ["evaluate", "--model", str(corrupt), *data],
+        "missing checkpoint": ["evaluate", "--model", str(tmp_path / "absent.safetensors"), *data],
+        "bad hyper-parameter": ["train", "--model", "unet", "--set", "wings=2", *data, "--out", str(tmp_path / "r2")],
+        "malformed --set": ["train", "--model", "unet", "--set", "chans", *data, "--out", str(tmp_path / "r3")],
+        "impossible acceleration": ["evaluate", "--model", "zero_filled", *data, "--acceleration", "0.5"],
+        "negative epochs": ["train", "--model", "unet", "--epochs", "-1", *data, "--out", str(tmp_path / "r4")],
         "negative noise": ["data", "build", "--out", str(tmp_path / "d"), "--noise", "-1", "--quiet"],
     }
 
@@ -91,3 +92,17 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_demo_runs_end_to_end_and_reuses_its_cache(tmp_path, capsys):
+    argv = ["demo", "--workdir", str(tmp_path), "--source", "phantom", "--size", "32", "--quiet",
+            "--max-minutes", "0.02"]
+    code, out, _ = _run(argv, capsys)
+    assert code == 0
+    for label in ("| zero-filled |", "| CS-TV |", "| U-Net |"):
+        assert label in out
+    weights = next(tmp_path.glob("unet-*/best.safetensors"))
+    stamp = weights.stat().st_mtime_ns
+    code, again, _ = _run(argv, capsys)
+    assert code == 0 and weights.stat().st_mtime_ns == stamp
+    assert again.split("| zero-filled |")[1].split("done in")[0] == out.split("| zero-filled |")[1].split("done in")[0]

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from reconguard.data import SPLITS, SliceDataset, build_dataset, list_volumes, load_manifest
-from reconguard.data import builtin
+from reconguard.data import SPLITS, SliceDataset, anatomy, build_dataset, builtin, list_volumes, load_manifest
 from reconguard.errors import ConfigError, DataError
 from reconguard.physics import ifft2c, rss
 
@@ -129,18 +128,18 @@ def test_mni152_build_at_small_size(tmp_path):
     sample = SliceDataset(tmp_path / "val")[3]
     assert sample.kspace.shape == (1, 1, 32, 32) and sample.target.shape == (1, 1, 32, 32)
     assert 0.3 < float(sample.max_value) < 1.2  # anatomy scaled to max 1, plus noise
-    volume = builtin.load_source("mni152")
+    volume = anatomy.load_source("mni152")
     assert volume.shape == (197, 233, 189) and volume.max() == 1 and volume.min() >= 0
 
 
 def test_slice_stacks_keep_anatomy_and_are_square():
-    volume = builtin.phantom_volume(40, seed=0)
+    volume = anatomy.phantom_volume(40, seed=0)
     assert volume.shape == (40, 40, 40) and volume.max() == 1 and volume.min() >= 0
-    stacks = builtin.slice_stacks(np.pad(volume, ((0, 0), (5, 5), (0, 20))), 24)
+    stacks = anatomy.slice_stacks(np.pad(volume, ((0, 0), (5, 5), (0, 20))), 24)
     for orientation, stack in stacks.items():
         assert stack.shape[1:] == (24, 24) and stack.dtype == np.float32
         area = (stack > 0.05).sum(axis=(1, 2))
-        assert area.min() >= builtin.MIN_ANATOMY * area.max() * 0.9, orientation
+        assert area.min() >= anatomy.MIN_ANATOMY * area.max() * 0.9, orientation
         assert len(stack) < 40
 
 
@@ -194,13 +193,13 @@ def test_corrupt_manifest(tmp_path):
 
 
 def test_colin27_missing_and_present(tmp_path, monkeypatch):
-    monkeypatch.setattr(builtin, "COLIN27_PATH", tmp_path / "ch2.nii.gz")
+    monkeypatch.setattr(anatomy, "COLIN27_PATH", tmp_path / "ch2.nii.gz")
     with pytest.raises(DataError, match="apt-get install mricron-data"):
         build_dataset(tmp_path / "out", source="colin27", size=16, progress=False)
     nib = pytest.importorskip("nibabel")
-    volume = np.pad(builtin.phantom_volume(24) * 80, 4)
+    volume = np.pad(anatomy.phantom_volume(24) * 80, 4)
     nib.save(nib.Nifti1Image(volume, np.diag([-1.0, 1.0, 1.0, 1.0])), tmp_path / "ch2.nii.gz")
-    loaded = builtin.load_source("colin27")
+    loaded = anatomy.load_source("colin27")
     np.testing.assert_allclose(loaded, np.flip(volume, 0) / volume.max(), atol=1e-6)  # made RAS
     manifest = build_dataset(tmp_path / "out", source="colin27", size=16, block=4, progress=False)
     assert manifest["source"] == "colin27" and (tmp_path / "out" / "train").is_dir()

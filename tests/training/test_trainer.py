@@ -110,3 +110,16 @@ def test_cpu_presets_build():
 
     for name, config in CPU_PRESETS.items():
         build(name, **config)
+
+
+@pytest.mark.parametrize(
+    "model,model_config",
+    [
+        ("varnet", {"num_cascades": 2, "chans": 4, "pools": 2, "sens_chans": 2, "sens_pools": 2}),
+        ("modl", {"num_unrolls": 2, "chans": 8, "num_layers": 3, "cg_iterations": 3}),
+    ],
+)
+def test_unrolled_models_train(model, model_config, tiny_data, tmp_path):
+    history = train(_config(tiny_data, tmp_path, model=model, model_config=model_config, epochs=1), progress=False)
+    assert len(history) == 1 and history[0]["psnr"] > 0
+    assert load(tmp_path / "best").name == model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 
@@ -19,6 +20,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--workdir", type=Path, default=Path("runs/demo"), help="cache directory (default: runs/demo)")
+    parser.add_argument(
+        "--source",
+        default="mni152",
+        choices=["mni152", "colin27", "phantom"],
+        help="anatomy of the built-in data (default: mni152)",
+    )
+    parser.add_argument("--size", type=int, default=128, help="slice size in pixels (default: 128)")
     parser.add_argument("--acceleration", type=float, default=4.0, help="under-sampling factor (default: 4)")
     parser.add_argument("--max-minutes", type=float, default=4.0, help="U-Net training budget (default: 4)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -38,10 +46,11 @@ def run(args: argparse.Namespace) -> int:
     from reconguard.training.trainer import TrainConfig, train
 
     progress = not args.quiet
-    data_dir = args.workdir / "data"
+    start = time.monotonic()
+    data_dir = args.workdir / f"data-{args.source}-{args.size}"
     print(f"[1/3] built-in data set in {data_dir}")
-    build_dataset(data_dir, progress=progress)
-    run_dir = args.workdir / f"unet-{args.acceleration:g}x"
+    build_dataset(data_dir, source=args.source, size=args.size, progress=progress)
+    run_dir = args.workdir / f"unet-{args.source}-{args.size}-{args.acceleration:g}x"
     print(f"[2/3] training a U-Net in {run_dir} (at most {args.max_minutes:g} min; cached)")
     config = TrainConfig(
         model="unet",
@@ -59,5 +68,6 @@ def run(args: argparse.Namespace) -> int:
     for label, spec in [("zero-filled", "zero_filled"), ("CS-TV", "cs_tv"), ("U-Net", run_dir / "best")]:
         rows.append((label, summarize(evaluate(load(spec), loader, mask_fn=mask_fn, progress=progress))))
     print()
-    print(format_table(rows, title=f"test split, {args.acceleration:g}x random mask"))
+    print(format_table(rows, title=f"{args.source} test split, {args.acceleration:g}x random mask"))
+    print(f"\ndone in {(time.monotonic() - start) / 60:.1f} min; U-Net weights: {run_dir}/best.safetensors")
     return 0

@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from reconguard.training.evaluation import evaluate, summarize
 
     mask_fn = build_mask(args.mask, acceleration=args.acceleration, center_fraction=args.center_fraction)
-    loader = DataLoader(SliceDataset(Path(args.data) / args.split), batch_size=args.batch_size, collate_fn=Sample.collate)
+    dataset = SliceDataset(Path(args.data) / args.split)
+    loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=Sample.collate)
     models = [(spec, load(spec).to(args.device)) for spec in args.model]
     rows, per_volume = [], {}
     for spec, model in models:

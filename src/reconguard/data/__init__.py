@@ -11,25 +11,17 @@
 Importing this package does not import nilearn, nibabel or scipy; the builder does, lazily.
 """
 
-from reconguard.data.builtin import (
-    ORIENTATIONS,
-    SOURCES,
-    SPLITS,
-    build_dataset,
-    load_manifest,
-    load_source,
-    phantom_volume,
-    simulate_acquisition,
-)
+from reconguard.data.anatomy import ORIENTATIONS, SOURCES, load_source, phantom_volume
+from reconguard.data.builtin import SPLITS, build_dataset, load_manifest, simulate_acquisition
 from reconguard.data.fastmri import (
     SliceDataset,
     VolumeInfo,
     inspect_volume,
     list_volumes,
     read_volume,
-    write_volume,
 )
 from reconguard.data.sample import Sample
+from reconguard.data.writer import write_volume
 
 __all__ = [
     "ORIENTATIONS",

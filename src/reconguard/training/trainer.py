@@ -107,7 +107,11 @@ class _State:
 
 
 def train(
-    config: TrainConfig, *, overwrite: bool = False, progress: bool = True, checkpoint_seconds: float = 60.0
+    config: TrainConfig,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    checkpoint_seconds: float = 60.0,
 ) -> list[dict[str, float]]:
     """Train (or resume training) a reconstructor.
 
@@ -124,7 +128,8 @@ def train(
     state = _prepare_run(config, out, overwrite)
     mask_fn = config.mask_fn()
     train_set = SliceDataset(Path(config.data) / "train")
-    val_loader = DataLoader(SliceDataset(Path(config.data) / "val"), batch_size=config.batch_size, collate_fn=Sample.collate)
+    val_set = SliceDataset(Path(config.data) / "val")
+    val_loader = DataLoader(val_set, batch_size=config.batch_size, collate_fn=Sample.collate)
     model = _init_model(config).to(config.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     if state.epoch or state.step:
