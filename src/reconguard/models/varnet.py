@@ -23,6 +23,7 @@ from torch.utils.checkpoint import checkpoint
 from reconguard.errors import require
 from reconguard.models.base import ReconstructorModule
 from reconguard.models.unet import UNetNetwork
+from reconguard.physics.coils import rss
 from reconguard.physics.fft import fft2c, ifft2c
 
 
@@ -112,8 +113,7 @@ class SensitivityModel(nn.Module):
             masked_kspace = masked_kspace * keep.view(batch, 1, 1, width)
         images = ifft2c(masked_kspace).reshape(batch * coils, 1, height, width)
         maps = self.norm_unet(images).reshape(batch, coils, height, width)
-        root_sos = (maps.real.square() + maps.imag.square()).sum(dim=1, keepdim=True).sqrt()
-        return maps / root_sos
+        return maps / rss(maps)
 
 
 class VarNetBlock(nn.Module):
@@ -200,6 +200,4 @@ class VarNet(ReconstructorModule):
                 kspace = checkpoint(cascade, kspace, masked_kspace, mask, sens_maps, use_reentrant=False)
             else:
                 kspace = cascade(kspace, masked_kspace, mask, sens_maps)
-        coil_images = ifft2c(kspace)
-        magnitude = (coil_images.real.square() + coil_images.imag.square()).sum(dim=1, keepdim=True).sqrt()
-        return magnitude.to(torch.complex64)
+        return rss(ifft2c(kspace)).to(torch.complex64)

@@ -1,0 +1,265 @@
+"""The attack machinery every attack shares.
+
+:class:`Attack` puts the model in eval mode with frozen weights (no weight gradient is ever
+computed; the mode and ``requires_grad`` flags are restored afterwards, even on error), builds an
+:class:`AttackContext` (budget, support, reference image, seeded generator), calls the one method a
+subclass overrides, :meth:`Attack._run`, projects its answer once more, and returns an
+:class:`AttackResult` with the same-norm Gaussian-noise baseline alongside.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+from reconguard.attacks.losses import AttackLoss
+from reconguard.attacks.noise import same_norm_noise
+from reconguard.attacks.threat import ThreatModel
+from reconguard.errors import ConfigError
+from reconguard.models.base import Reconstructor
+from reconguard.physics.operators import validate_kspace
+
+
+@contextmanager
+def frozen(model: Reconstructor) -> Iterator[None]:
+    """Eval mode and ``requires_grad=False`` on every parameter, restored on exit."""
+    if not isinstance(model, torch.nn.Module):
+        yield
+        return
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+@dataclass
+class AttackContext:
+    """Everything an attack needs about one batch; built by :class:`Attack`.
+
+    Shapes:
+        masked_kspace: ``(B, C, H, W)``; reference, region: ``(B, 1, h, w)``;
+        budget: ``(B, 1 or C, 1, 1)``; support: broadcastable to the delta shape
+    """
+
+    model: Reconstructor
+    threat: ThreatModel
+    loss_fn: AttackLoss
+    masked_kspace: torch.Tensor
+    mask: torch.Tensor
+    coil_maps: torch.Tensor | None
+    reference: torch.Tensor
+    region: torch.Tensor | None
+    data_range: torch.Tensor | None
+    budget: torch.Tensor
+    support: torch.Tensor
+    generator: torch.Generator
+    eot_samples: int = 1
+    evaluations: int = field(default=0)
+
+    @property
+    def delta_shape(self) -> tuple[int, ...]:
+        """Shape of the perturbation."""
+        return self.threat.delta_shape(self.masked_kspace)
+
+    def project(self, delta: torch.Tensor) -> torch.Tensor:
+        """Project onto this batch's threat set."""
+        return self.threat.project(delta, self.budget, self.support)
+
+    def reconstruct(self, delta: torch.Tensor) -> torch.Tensor:
+        """The model's reconstruction of the perturbed measurement."""
+        adv = self.threat.apply(self.masked_kspace, self.mask, delta, self.coil_maps)
+        self.evaluations += 1
+        return self.model(adv, self.mask, coil_maps=self.coil_maps)
+
+    def loss(self, delta: torch.Tensor) -> torch.Tensor:
+        """Per-slice loss of ``delta``, averaged over ``eot_samples`` draws of a random model.
+
+        The draws run as one batch (inputs repeated along the batch dimension).
+        """
+        if self.eot_samples == 1:
+            recon = self.reconstruct(delta)
+            return self.loss_fn(recon, self.reference, region=self.region, data_range=self.data_range)
+        n, batch = self.eot_samples, delta.shape[0]
+        adv = self.threat.apply(self.masked_kspace, self.mask, delta, self.coil_maps)
+        maps = None if self.coil_maps is None else self.coil_maps.repeat(n, 1, 1, 1)
+        mask = self.mask.repeat(n, *([1] * (self.mask.ndim - 1))) if self.mask.shape[0] == batch else self.mask
+        self.evaluations += 1
+        recon = self.model(adv.repeat(n, 1, 1, 1), mask, coil_maps=maps)
+        rep = lambda t: None if t is None else t.repeat(n, *([1] * (t.ndim - 1)))  # noqa: E731
+        data_range = self.data_range.repeat(n) if self.data_range is not None else None
+        losses = self.loss_fn(recon, rep(self.reference), region=rep(self.region), data_range=data_range)
+        return losses.reshape(n, batch).mean(dim=0)
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """Outcome of an attack on one batch.
+
+    Attributes:
+        delta: The perturbation (in the threat's domain).
+        adv_kspace: Perturbed measured k-space (what the model saw).
+        recon: Reconstruction of ``adv_kspace``.
+        clean_recon: Reconstruction of the unperturbed measurement.
+        noise_recon: Reconstruction under Gaussian noise of exactly ``delta``'s norm.
+        loss: Final attack loss per slice (larger = more damage).
+        noise_loss: The same loss under the same-norm noise.
+        clean_loss: The same loss without perturbation.
+        norm: Size of ``delta`` in the threat's norm, per slice.
+        budget: The absolute budget per slice (per coil for per-coil threats).
+        history: Mean loss over the batch after each iteration.
+        evaluations: Number of model evaluations used (EOT draws count once per batch call).
+        seconds: Wall-clock time of the attack.
+
+    Shapes:
+        delta: ``(B, C, H, W)`` (k-space) or ``(B, 1, H, W)`` (image); adv_kspace ``(B, C, H, W)``;
+        recon, clean_recon, noise_recon ``(B, 1, H, W)``; loss, norm ``(B,)``
+    """
+
+    threat: ThreatModel
+    delta: torch.Tensor
+    adv_kspace: torch.Tensor
+    recon: torch.Tensor
+    clean_recon: torch.Tensor
+    noise_recon: torch.Tensor
+    loss: torch.Tensor
+    noise_loss: torch.Tensor
+    clean_loss: torch.Tensor
+    norm: torch.Tensor
+    budget: torch.Tensor
+    history: list[float]
+    evaluations: int
+    seconds: float
+
+
+class Attack:
+    """Base class: subclasses implement :meth:`_run` (``ctx -> delta``) and nothing else.
+
+    Args:
+        threat: The perturbation budget.
+        loss: The objective (default: MSE to the ground truth).
+        seed: Seeds every random choice (random starts, noise baseline, EOT-free sampling).
+    """
+
+    def __init__(self, threat: ThreatModel, loss: AttackLoss | None = None, *, seed: int = 0):
+        if not isinstance(threat, ThreatModel):
+            raise ConfigError(f"threat must be a ThreatModel, got {type(threat).__name__}")
+        self.threat = threat
+        self.loss = loss if loss is not None else AttackLoss()
+        self.seed = seed
+
+    def __call__(
+        self,
+        model: Reconstructor,
+        masked_kspace: torch.Tensor,
+        mask: torch.Tensor,
+        *,
+        target: torch.Tensor | None = None,
+        coil_maps: torch.Tensor | None = None,
+        region: torch.Tensor | None = None,
+        max_value: torch.Tensor | None = None,
+    ) -> AttackResult:
+        """Attack ``model`` on one batch.
+
+        Args:
+            model: Any reconstructor (a defended one too).
+            masked_kspace: Measured under-sampled k-space.
+            mask: Sampling mask.
+            target: Ground-truth magnitude (needed for supervised losses and fully-sampled
+                image threats; for a targeted loss, the image to pull the reconstruction to).
+            coil_maps: Coil sensitivities (needed by image-domain threats on multi-coil data).
+            region: Image-space mask: restricts the loss (and image-domain perturbations).
+            max_value: Per-slice data range for SSIM losses (fastMRI ``max``).
+
+        Returns:
+            The :class:`AttackResult`.
+
+        Shapes:
+            masked_kspace ``(B, C, H, W)``; target, region ``(B, 1, h, w)``; max_value ``(B,)``
+        """
+        validate_kspace(masked_kspace, mask, name="attack input")
+        start = time.perf_counter()
+        with frozen(model), torch.enable_grad():
+            ctx = self._context(
+                model, masked_kspace.detach(), mask.to(torch.bool), target, coil_maps, region, max_value
+            )
+            delta, history = self._run(ctx)
+            delta = ctx.project(delta.detach())
+            noise = same_norm_noise(self.threat, delta, ctx.support, ctx.generator)
+            with torch.no_grad():
+                recons = [ctx.reconstruct(d) for d in (delta, torch.zeros_like(delta), noise)]
+                losses = [self._final_loss(ctx, r) for r in recons]
+        return AttackResult(
+            threat=self.threat,
+            delta=delta,
+            adv_kspace=self.threat.apply(masked_kspace, mask, delta, coil_maps).detach(),
+            recon=recons[0],
+            clean_recon=recons[1],
+            noise_recon=recons[2],
+            loss=losses[0],
+            noise_loss=losses[2],
+            clean_loss=losses[1],
+            norm=self.threat.measure(delta),
+            budget=ctx.budget,
+            history=history,
+            evaluations=ctx.evaluations,
+            seconds=time.perf_counter() - start,
+        )
+
+    def _final_loss(self, ctx: AttackContext, recon: torch.Tensor) -> torch.Tensor:
+        return ctx.loss_fn(recon, ctx.reference, region=ctx.region, data_range=ctx.data_range)
+
+    def _context(self, model, masked_kspace, mask, target, coil_maps, region, max_value) -> AttackContext:
+        if self.loss.reference == "target" or self.threat.support == "fully_sampled":
+            if target is None:
+                raise ConfigError(f"{type(self).__name__} with this loss/threat needs the target image")
+        with torch.no_grad():
+            clean = model(masked_kspace, mask, coil_maps=coil_maps)
+        reference = target if self.loss.reference == "target" else clean.abs()
+        if region is not None and region.shape[-2:] != reference.shape[-2:]:
+            region = _pad_to(region, reference.shape[-2:])
+        support = self.threat.support_mask(mask, masked_kspace)
+        if region is not None and self.threat.domain == "image":
+            support = support & _pad_to(region.to(torch.bool), masked_kspace.shape[-2:])
+        generator = torch.Generator(device=masked_kspace.device).manual_seed(self.seed)
+        return AttackContext(
+            model=model,
+            threat=self.threat,
+            loss_fn=self.loss,
+            masked_kspace=masked_kspace,
+            mask=mask,
+            coil_maps=coil_maps,
+            reference=reference.detach(),
+            region=region,
+            data_range=max_value,
+            budget=self.threat.budget(masked_kspace, mask, coil_maps=coil_maps, target=target),
+            support=support,
+            generator=generator,
+            eot_samples=self._eot_samples(model),
+        )
+
+    def _eot_samples(self, model: Reconstructor) -> int:
+        return 1
+
+    def _run(self, ctx: AttackContext) -> tuple[torch.Tensor, list[float]]:  # pragma: no cover
+        raise NotImplementedError
+
+
+def _pad_to(region: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Zero-pad a (cropped) image-space region to the full image size, centred."""
+    height, width = int(shape[0]), int(shape[1])
+    dh, dw = height - region.shape[-2], width - region.shape[-1]
+    if dh == 0 and dw == 0:
+        return region
+    top, left = dh // 2, dw // 2
+    return torch.nn.functional.pad(region, (left, dw - left, top, dh - top))
