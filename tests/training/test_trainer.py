@@ -123,3 +123,14 @@ def test_unrolled_models_train(model, model_config, tiny_data, tmp_path):
     history = train(_config(tiny_data, tmp_path, model=model, model_config=model_config, epochs=1), progress=False)
     assert len(history) == 1 and history[0]["psnr"] > 0
     assert load(tmp_path / "best").name == model
+
+
+def test_learning_rate_schedule(tiny_data, tmp_path):
+    config = _config(tiny_data, tmp_path, epochs=5, lr=1e-3, final_lr_fraction=0.1)
+    rates = [config.learning_rate(e) for e in range(5)]
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-4)
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    constant = _config(tiny_data, tmp_path, final_lr_fraction=1.0)
+    assert constant.learning_rate(0) == constant.learning_rate(1) == pytest.approx(constant.lr)
+    with pytest.raises(ConfigError):
+        _config(tiny_data, tmp_path, final_lr_fraction=0)

@@ -28,7 +28,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_sampling_options(parser)
     parser.add_argument("--epochs", type=int, default=20, help="passes over the training split (default: 20)")
     parser.add_argument("--batch-size", type=int, default=8, help="slices per step (default: 8)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate (default: 1e-3)")
+    parser.add_argument(
+        "--final-lr-fraction",
+        type=float,
+        default=0.05,
+        help="learning rate of the last epoch relative to --lr, reached by a half-cosine decay "
+        "(default: 0.05; 1 keeps it constant)",
+    )
     parser.add_argument("--loss", default="l1", choices=["l1", "mse", "ssim"], help="training loss (default: l1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and masks (default: 0)")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop training after this many minutes")
@@ -57,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        final_lr_fraction=args.final_lr_fraction,
         loss=args.loss,
         seed=args.seed,
         max_minutes=args.max_minutes,

@@ -54,7 +54,10 @@ class TrainConfig:
         mask: Mask type (``random``, ``equispaced``, ``variable_density``).
         epochs: Number of passes over the training split.
         batch_size: Slices per optimiser step.
-        lr: Adam learning rate.
+        lr: Peak Adam learning rate, decayed by a half cosine to ``lr * final_lr_fraction``
+            over ``epochs`` (set per epoch from the epoch index, so a resumed run follows the same
+            schedule).
+        final_lr_fraction: Learning rate at the last epoch relative to ``lr`` (1 = constant).
         loss: ``l1``, ``mse`` or ``ssim`` (1 - SSIM), on the magnitude image.
         seed: Seeds weights, shuffling and training masks.
         max_minutes: Stop after this much training time (validation still runs).
@@ -71,6 +74,7 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 8
     lr: float = 1e-3
+    final_lr_fraction: float = 0.05
     loss: str = "l1"
     seed: int = 0
     max_minutes: float | None = None
@@ -81,6 +85,10 @@ class TrainConfig:
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr}"),
+            (
+                0 < self.final_lr_fraction <= 1,
+                f"final_lr_fraction must be in (0, 1], got {self.final_lr_fraction}",
+            ),
             (self.loss in LOSSES, f"unknown loss {self.loss!r}; choose one of {list(LOSSES)}"),
             (self.mask in MASKS, f"unknown mask type {self.mask!r}; choose one of {sorted(MASKS)}"),
             (
@@ -91,6 +99,12 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+
+    def learning_rate(self, epoch: int) -> float:
+        """Half-cosine decay from ``lr`` (epoch 0) to ``lr * final_lr_fraction`` (last epoch)."""
+        progress = epoch / max(self.epochs - 1, 1)
+        floor = self.lr * self.final_lr_fraction
+        return floor + 0.5 * (self.lr - floor) * (1 + math.cos(math.pi * progress))
 
     def mask_fn(self) -> MaskGenerator:
         """The sampling-mask generator of this run."""
@@ -149,6 +163,8 @@ def train(
             disable=not progress,
         )
         model.train()
+        for group in optimizer.param_groups:
+            group["lr"] = config.learning_rate(state.epoch)
         last_save = time.monotonic()
         for batch in bar:
             start = time.monotonic()
