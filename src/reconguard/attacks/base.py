@@ -111,7 +111,8 @@ class AttackResult:
         adv_kspace: Perturbed measured k-space (what the model saw).
         recon: Reconstruction of ``adv_kspace``.
         clean_recon: Reconstruction of the unperturbed measurement.
-        noise_recon: Reconstruction under Gaussian noise of exactly ``delta``'s norm.
+        noise: Gaussian noise of exactly ``delta``'s norm on the same support (the baseline).
+        noise_recon: Reconstruction under ``noise``.
         loss: Final attack loss per slice (larger = more damage).
         noise_loss: The same loss under the same-norm noise.
         clean_loss: The same loss without perturbation.
@@ -122,12 +123,13 @@ class AttackResult:
         seconds: Wall-clock time of the attack.
 
     Shapes:
-        delta: ``(B, C, H, W)`` (k-space) or ``(B, 1, H, W)`` (image); adv_kspace ``(B, C, H, W)``;
+        delta, noise: ``(B, C, H, W)`` (k-space) or ``(B, 1, H, W)`` (image); adv_kspace ``(B, C, H, W)``;
         recon, clean_recon, noise_recon ``(B, 1, H, W)``; loss, norm ``(B,)``
     """
 
     threat: ThreatModel
     delta: torch.Tensor
+    noise: torch.Tensor
     adv_kspace: torch.Tensor
     recon: torch.Tensor
     clean_recon: torch.Tensor
@@ -202,6 +204,7 @@ class Attack:
         return AttackResult(
             threat=self.threat,
             delta=delta,
+            noise=noise,
             adv_kspace=self.threat.apply(masked_kspace, mask, delta, coil_maps).detach(),
             recon=recons[0],
             clean_recon=recons[1],
@@ -253,6 +256,19 @@ class Attack:
 
     def _run(self, ctx: AttackContext) -> tuple[torch.Tensor, list[float]]:  # pragma: no cover
         raise NotImplementedError
+
+
+def keep_best(
+    best: torch.Tensor, best_loss: torch.Tensor, delta: torch.Tensor, loss: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per slice, keep ``delta`` where its ``loss`` beats ``best_loss`` (the worst-case iterate).
+
+    Shapes:
+        best, delta: ``(B, ...)``; best_loss, loss: ``(B,)``
+    """
+    better = loss > best_loss
+    view = better.reshape(-1, *([1] * (delta.ndim - 1)))
+    return torch.where(view, delta, best), torch.where(better, loss, best_loss)
 
 
 def _pad_to(region: torch.Tensor, shape: torch.Size) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from reconguard.attacks.base import Attack, AttackContext
+from reconguard.attacks.base import Attack, AttackContext, keep_best
 from reconguard.attacks.losses import AttackLoss
 from reconguard.attacks.noise import scaled_noise
 from reconguard.attacks.threat import ThreatModel
@@ -84,7 +84,7 @@ class PGD(Attack):
                 delta.requires_grad_(True)
                 loss = ctx.loss(delta)
                 (grad,) = torch.autograd.grad(loss.sum(), delta)
-                best, best_loss = _keep_best(best, best_loss, delta.detach(), loss.detach())
+                best, best_loss = keep_best(best, best_loss, delta.detach(), loss.detach())
                 history.append(float(loss.detach().mean()))
                 delta = ctx.project(delta.detach() + self._step(grad, ctx.budget))
                 stale = 0 if history[-1] > reference + 1e-4 * abs(reference) else stale + 1
@@ -93,7 +93,7 @@ class PGD(Attack):
                     break
             with torch.no_grad():
                 loss = ctx.loss(delta)
-            best, best_loss = _keep_best(best, best_loss, delta, loss)
+            best, best_loss = keep_best(best, best_loss, delta, loss)
             history.append(float(loss.mean()))
         return best, history
 
@@ -112,14 +112,6 @@ class PGD(Attack):
             return alpha * grad / grad.abs().clamp_min(_TINY)
         dims = (-2, -1) if self.threat.per_coil else (1, 2, 3)
         return alpha * grad / torch.linalg.vector_norm(grad, dim=dims, keepdim=True).clamp_min(_TINY)
-
-
-def _keep_best(
-    best: torch.Tensor, best_loss: torch.Tensor, delta: torch.Tensor, loss: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    better = loss > best_loss
-    view = better.reshape(-1, *([1] * (delta.ndim - 1)))
-    return torch.where(view, delta, best), torch.where(better, loss, best_loss)
 
 
 def fgsm(threat: ThreatModel, loss: AttackLoss | None = None, *, seed: int = 0) -> PGD:

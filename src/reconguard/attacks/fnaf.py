@@ -1,0 +1,401 @@
+"""False-negative adversarial features (FNAF): small true features a reconstruction erases.
+
+A FNAF is a tiny feature (``size`` 4-connected pixels) inserted into the *fully sampled* image and
+re-acquired, so it is in the ground truth and measured by the scanner, yet missing from the
+network's reconstruction: a false negative a radiologist would not see. The attack is a black-box
+search: random candidates (evaluated as one batch), optionally refined by finite differences on the
+feature's position. Candidates whose measured part barely changes the zero-filled image are
+rejected (information preservation): missing what the scanner did not record is not the network's
+fault.
+
+Losses use magnitudes divided by a per-slice scale (``max_value``, default the maximum of the fully
+sampled image), so ``gamma`` and ``info_threshold`` are in units of the squared image maximum (the
+paper normalised images by their mean and standard deviation instead).
+
+**What counts as a hit.** The paper calls a feature a hit when the reconstruction error inside the
+dilated feature region exceeds ``gamma``. That raw error also contains the error the model makes
+there *without* any feature: a model with a global RMSE of 4 % of the maximum (PSNR 28 dB) exceeds
+``gamma = 1e-3`` everywhere, feature or not, so the raw rule measures image quality, not false
+negatives. reconguard therefore scores the *missing feature*: ``feature_loss`` is the mean squared
+difference, inside the dilated region, between what the feature added to the reconstruction
+(``|recon_with| - |recon_without|``) and what it added to the truth (the feature itself). A model
+that reconstructs the feature perfectly scores 0 whatever its baseline error. The paper's raw
+region error is still reported (``region_loss``), next to the same error on the clean input
+(``control_region_loss``, the control run without the feature).
+
+References:
+    Cheng, Calivá, Shah, Han, Majumdar, Pedoia, "Addressing the false negative problem of deep
+    learning MRI reconstruction models by adversarial attacks and robust training", MIDL 2020,
+    PMLR 121:121-135; extended in Calivá, Cheng, Shah, Pedoia, "Adversarial robust training of
+    deep learning MRI reconstruction models", arXiv:2011.00070.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Iterable, Literal
+
+import torch
+import torch.nn.functional as F
+
+from reconguard.attacks.base import frozen
+from reconguard.attacks.features import Features, concat_candidates, make_features, select_candidates
+from reconguard.errors import ConfigError, DataError
+from reconguard.models.base import Reconstructor
+from reconguard.models.zero_filled import zero_filled
+from reconguard.physics.fft import fft2c
+from reconguard.physics.operators import validate_kspace
+
+
+@dataclass(frozen=True)
+class _Scene:
+    """One batch prepared for insertion; ``kspace`` is the fully sampled k-space of the base image."""
+
+    kspace: torch.Tensor  # (B, C, H, W)
+    magnitude: torch.Tensor  # (B, 1, H, W) |base image|
+    phase: torch.Tensor  # (B, 1, H, W) unit complex: the phase a feature takes on
+    scale: torch.Tensor  # (B,)
+    mask: torch.Tensor  # (B, ...) bool
+    coil_maps: torch.Tensor | None
+
+    @staticmethod
+    def build(kspace, mask, coil_maps, max_value, insertion: str) -> "_Scene":
+        batch, coils = kspace.shape[:2]
+        if coils > 1 and coil_maps is None:
+            raise ConfigError("FNAF on multi-coil k-space needs coil_maps to re-simulate the acquisition")
+        if coil_maps is not None and coil_maps.shape != kspace.shape:
+            raise DataError(f"coil_maps shape {tuple(coil_maps.shape)} differs from k-space {tuple(kspace.shape)}")
+        image = zero_filled(kspace, coil_maps)
+        magnitude = image.abs()
+        if insertion == "magnitude" or (insertion == "auto" and coils == 1):
+            # The paper's single-coil model: the magnitude image, re-acquired with zero phase.
+            image = magnitude.to(kspace.dtype)
+            kspace = fft2c(image if coil_maps is None else image * coil_maps)
+        phase = torch.where(magnitude > 0, image / magnitude.clamp_min(1e-30), torch.ones_like(image))
+        scale = magnitude.flatten(1).amax(dim=1) if max_value is None else max_value.to(magnitude)
+        if scale.shape != (batch,) or not bool((torch.isfinite(scale) & (scale > 0)).all()):
+            raise DataError(f"max_value must be positive and finite with shape ({batch},), got {tuple(scale.shape)}")
+        return _Scene(kspace, magnitude, phase, scale, mask.to(torch.bool).expand(batch, *mask.shape[1:]), coil_maps)
+
+    def repeat(self, tensor: torch.Tensor | None, num: int) -> torch.Tensor | None:
+        """A per-slice tensor repeated for ``num`` candidates per slice (slice-major)."""
+        return None if tensor is None else tensor.repeat_interleave(num, dim=0)
+
+    def insert(self, features: Features) -> tuple[torch.Tensor, ...]:
+        """Fully sampled k-space with each feature, the feature's own k-space, target and mask.
+
+        ``k' = k + F S (f exp(i phase))``: exact re-simulation for data consistent with the maps,
+        and it keeps measured data (noise included) untouched elsewhere.
+
+        Shapes:
+            ``(B, K)`` flattened to ``BK``: k-spaces ``(BK, C, H, W)``, target and mask ``(BK, 1, H, W)``
+        """
+        num = features.intensity.shape[1]
+        masks = features.mask(tuple(self.magnitude.shape[-2:])).flatten(0, 1)
+        bump = masks * (features.intensity * self.scale[:, None]).reshape(-1, 1, 1, 1)
+        delta, maps = bump * self.repeat(self.phase, num), self.repeat(self.coil_maps, num)
+        feature_kspace = fft2c(delta if maps is None else delta * maps)
+        target = self.repeat(self.magnitude, num) + bump
+        return self.repeat(self.kspace, num) + feature_kspace, feature_kspace, target, masks
+
+
+@dataclass(frozen=True)
+class _Scores:
+    """Per-candidate loss, feature-region loss and information, each ``(B, K)``."""
+
+    loss: torch.Tensor
+    feature_loss: torch.Tensor
+    information: torch.Tensor
+    region_loss: torch.Tensor
+
+
+@dataclass
+class _Run:
+    """The model, the prepared batch, its clean reconstruction and the running tallies."""
+
+    model: Reconstructor
+    scene: _Scene
+    clean: torch.Tensor  # (B, 1, H, W) |reconstruction| of the input without a feature
+    evaluations: int = 1
+    candidates: int = 0
+    rejected: torch.Tensor | int = 0
+
+
+@dataclass(frozen=True)
+class FNAFResult:
+    """The worst feature found for each slice.
+
+    Attributes:
+        adv_kspace: Under-sampled k-space of the image with the feature (what the model saw).
+        recon: The model's reconstruction of ``adv_kspace``.
+        target: Fully sampled magnitude image with the feature.
+        feature_mask, loss_mask: The feature's pixels, and them dilated by ``dilation`` pixels.
+        intensity, position: Absolute feature amplitude; bounding-box corner ``(row, col)``.
+        loss: ``alpha * MSE(image) + beta * feature_loss`` on scale-normalised magnitudes.
+        feature_loss: MSE inside ``loss_mask`` between the feature's effect on the reconstruction
+            and the feature itself (see the module docstring): how much of it went missing.
+        information: MSE inside ``loss_mask`` of the feature's zero-filled image (its measured part).
+        accepted: Passed the information check (False only when every candidate failed).
+        hit: ``accepted`` and ``feature_loss > gamma``: a false negative.
+        region_loss: The paper's raw MSE inside ``loss_mask`` (reconstruction vs target).
+        control_region_loss: The same MSE on the clean input and target (no feature).
+        rejected: Candidates that failed the information check, of ``candidates`` evaluated.
+        evaluations, seconds: Model calls (each a batch) and wall-clock time.
+
+    Shapes:
+        adv_kspace ``(B, C, H, W)``; recon, target, feature_mask, loss_mask ``(B, 1, H, W)``;
+        position ``(B, 2)``; every other tensor ``(B,)``
+    """
+
+    adv_kspace: torch.Tensor
+    recon: torch.Tensor
+    target: torch.Tensor
+    feature_mask: torch.Tensor
+    loss_mask: torch.Tensor
+    intensity: torch.Tensor
+    position: torch.Tensor
+    loss: torch.Tensor
+    feature_loss: torch.Tensor
+    information: torch.Tensor
+    accepted: torch.Tensor
+    hit: torch.Tensor
+    region_loss: torch.Tensor
+    control_region_loss: torch.Tensor
+    rejected: torch.Tensor
+    candidates: int
+    evaluations: int
+    seconds: float
+
+
+class FNAF:
+    """Search for false-negative adversarial features (black box, no gradients).
+
+    Args:
+        size: Pixels per feature (the paper: 10).
+        region: Side (or ``(h, w)``) of the central region features live in (120, clipped).
+        intensity_range: Feature amplitude range, fractions of the slice maximum.
+        num_candidates: Random candidates per slice (the paper: 11), evaluated as one batch.
+        search: ``"random"``, or ``"finite_difference"`` to refine the best random candidate's position.
+        step: Finite-difference step in pixels (the paper: 10): the loss is probed at the position
+            shifted by ``+-step/2`` along each axis (one batch), then the feature moves ``step``
+            pixels along the sign of each partial derivative; the best feature seen is kept.
+        iterations: Finite-difference iterations (the paper: 2).
+        alpha, beta: Weights of the whole-image and the feature-region MSE.
+        gamma: A feature is a hit when its ``feature_loss`` (the missing part) exceeds this.
+        info_threshold: Candidates whose measured part changes the zero-filled image by less than
+            this (MSE inside the dilated feature) are rejected.
+        dilation: Pixels by which the feature is dilated (square) for the feature-region loss.
+        insertion: ``"magnitude"`` (``x' = |x| + f``, re-acquired; the paper, single-coil),
+            ``"complex"`` (``x' = x + f exp(i angle x)``, through the coil maps), or ``"auto"``
+            (magnitude for single-coil, complex for multi-coil k-space).
+        seed: Seeds the feature draws.
+
+    References:
+        Cheng et al., MIDL 2020 (PMLR 121:121-135); Calivá et al., arXiv:2011.00070.
+    """
+
+    def __init__(
+        self,
+        *,
+        size: int = 10,
+        region: int | tuple[int, int] = 120,
+        intensity_range: tuple[float, float] = (0.0, 1.0),
+        num_candidates: int = 11,
+        search: Literal["random", "finite_difference"] = "random",
+        step: int = 10,
+        iterations: int = 2,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        gamma: float = 1e-3,
+        info_threshold: float = 1e-4,
+        dilation: int = 5,
+        insertion: Literal["auto", "magnitude", "complex"] = "auto",
+        seed: int = 0,
+    ):
+        sides = (region,) if isinstance(region, int) else tuple(region)
+        checks = {
+            "size/region": size >= 1 and len(sides) in (1, 2) and all(s >= size for s in sides),
+            "intensity_range": 0 <= intensity_range[0] <= intensity_range[1],
+            "num_candidates": num_candidates >= 1,
+            "search": search in ("random", "finite_difference"),
+            "step/iterations": step >= 1 and iterations >= 0,
+            "alpha/beta": min(alpha, beta) >= 0 and max(alpha, beta) > 0,
+            "gamma/info_threshold/dilation": min(gamma, info_threshold, dilation) >= 0,
+            "insertion": insertion in ("auto", "magnitude", "complex"),
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"invalid FNAF {name}; see the FNAF docstring for the allowed values")
+        self.size, self.region, self.intensity_range = int(size), region, tuple(intensity_range)
+        self.num_candidates, self.search, self.step, self.iterations = num_candidates, search, step, iterations
+        self.alpha, self.beta, self.gamma, self.info_threshold = alpha, beta, gamma, info_threshold
+        self.dilation, self.insertion, self.seed = dilation, insertion, seed
+
+    def __call__(
+        self,
+        model: Reconstructor,
+        kspace: torch.Tensor,
+        mask: torch.Tensor,
+        *,
+        coil_maps: torch.Tensor | None = None,
+        max_value: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> FNAFResult:
+        """Find the worst feature of every slice of one batch (model in eval mode, weights frozen).
+
+        Args:
+            model: Any reconstructor.
+            kspace: *Fully sampled* k-space (``Sample.kspace``); ``mask`` is applied here.
+            coil_maps: Coil sensitivities (required for multi-coil k-space).
+            max_value: Per-slice scale (fastMRI ``max``); default: the fully sampled image maximum.
+            generator: CPU generator for the feature draws; default: a new one seeded with ``seed``.
+
+        Shapes:
+            kspace, coil_maps ``(B, C, H, W)``; mask broadcastable to kspace; max_value ``(B,)``
+        """
+        validate_kspace(kspace, mask, name="FNAF input")
+        start = time.perf_counter()
+        generator = generator if generator is not None else torch.Generator().manual_seed(self.seed)
+        with frozen(model), torch.no_grad():
+            scene = _Scene.build(kspace, mask, coil_maps, max_value, self.insertion)
+            clean = model(scene.kspace * scene.mask, scene.mask, coil_maps=scene.coil_maps).abs()
+            run = _Run(model, scene, clean)
+            features = make_features(
+                kspace.shape[0], tuple(kspace.shape[-2:]), num=self.num_candidates, size=self.size,
+                region=self.region, intensity_range=self.intensity_range, generator=generator,
+            )
+            features = features.to(kspace.device)
+            best, scores = self._best(features, self._evaluate(run, features)[0])
+            if self.search == "finite_difference":
+                best, scores = self._finite_difference(run, best, scores)
+            return self._result(run, best, start)
+
+    def _evaluate(self, run: _Run, features: Features, *, tally: bool = True) -> tuple[_Scores, tuple]:
+        """Scores of every candidate, all through the model as one batch, and the batch itself.
+
+        Returns:
+            ``(scores, (masked_kspace, recon, target, feature_mask, loss_mask))``, the tensors
+            with ``(B, K)`` flattened slice-major into ``B K``.
+        """
+        scene, (batch, num) = run.scene, features.intensity.shape
+        kspace, feature_kspace, target, masks = scene.insert(features)
+        measured, maps, scale = (scene.repeat(t, num) for t in (scene.mask, scene.coil_maps, scene.scale))
+        recon = run.model(kspace * measured, measured, coil_maps=maps)
+        clean, base = scene.repeat(run.clean, num), scene.repeat(scene.magnitude, num)
+        loss, feature_loss, region_loss, region = self._losses(recon, target, masks, scale, clean, base)
+        # By linearity, zero-filled(with) - zero-filled(without) is the feature's own zero-filled image.
+        information = _region_mean(zero_filled(feature_kspace * measured, maps), region) / scale.square()
+        scores = _Scores(*(t.reshape(batch, num) for t in (loss, feature_loss, information, region_loss)))
+        run.evaluations += 1
+        if tally:
+            run.candidates += num
+            run.rejected = run.rejected + (scores.information < self.info_threshold).sum(dim=1)
+        return scores, (kspace * measured, recon, target, masks, region)
+
+    def _losses(self, recon, target, masks, scale, clean, base) -> tuple[torch.Tensor, ...]:
+        """Combined loss, missing-feature MSE, raw region MSE (on ``magnitude / scale``), region.
+
+        ``clean`` is the reconstruction without the feature and ``base`` the target without it,
+        so ``target - base`` is the feature and ``|recon| - clean`` what the model made of it.
+        """
+        region = F.max_pool2d(masks.float(), 2 * self.dilation + 1, stride=1, padding=self.dilation) > 0
+        norm = scale.reshape(-1, 1, 1, 1)
+        error = (recon.abs() - target) / norm
+        feature_loss = _region_mean((recon.abs() - clean - (target - base)) / norm, region)
+        loss = self.alpha * error.square().flatten(1).mean(dim=1) + self.beta * feature_loss
+        return loss, feature_loss, _region_mean(error, region), region
+
+    def _best(self, features: Features, scores: _Scores) -> tuple[Features, _Scores]:
+        """Per slice, the highest-loss accepted candidate (the highest-loss one if none is)."""
+        accepted = scores.information >= self.info_threshold
+        best_accepted = torch.where(accepted, scores.loss, -math.inf).argmax(dim=1)
+        index = torch.where(accepted.any(dim=1), best_accepted, scores.loss.argmax(dim=1))
+        return select_candidates(features, index), select_candidates(scores, index)
+
+    def _finite_difference(self, run: _Run, best: Features, scores: _Scores) -> tuple[Features, _Scores]:
+        """Move the feature along the signed finite-difference gradient of the loss; keep the best seen."""
+        half = (self.step + 1) // 2
+        probe = torch.tensor([[-half, 0], [half, 0], [0, -half], [0, half]], device=best.position.device)
+        current = best
+        for _ in range(self.iterations):
+            probes = current.moved(probe.expand(current.position.shape[0], -1, -1))
+            probe_scores = self._evaluate(run, probes)[0]
+            rise = probe_scores.loss[:, 1::2] - probe_scores.loss[:, 0::2]  # (B, 2): along rows, columns
+            # Clamping at the region's edge can shorten (or cancel) a probe's displacement.
+            span = (probes.position[:, 1::2] - probes.position[:, 0::2]).diagonal(dim1=1, dim2=2)
+            slope = torch.where(span > 0, rise / span.clamp_min(1), torch.zeros_like(rise))
+            current = current.moved((self.step * torch.sign(slope)).long()[:, None])
+            moved_scores = self._evaluate(run, current)[0]
+            seen = concat_candidates([best, probes, current])
+            best, scores = self._best(seen, concat_candidates([scores, probe_scores, moved_scores]))
+        return best, scores
+
+    def _result(self, run: _Run, best: Features, start: float) -> FNAFResult:
+        """Re-run the chosen features; the control is the clean reconstruction in the same region."""
+        scores, (adv, recon, target, masks, region) = self._evaluate(run, best, tally=False)
+        accepted = scores.information[:, 0] >= self.info_threshold
+        scale = run.scene.scale.reshape(-1, 1, 1, 1)
+        control = _region_mean((run.clean - run.scene.magnitude) / scale, region)
+        return FNAFResult(
+            adv_kspace=adv, recon=recon, target=target, feature_mask=masks, loss_mask=region,
+            intensity=best.intensity[:, 0] * run.scene.scale, position=best.position[:, 0],
+            loss=scores.loss[:, 0], feature_loss=scores.feature_loss[:, 0], information=scores.information[:, 0],
+            accepted=accepted, hit=accepted & (scores.feature_loss[:, 0] > self.gamma),
+            region_loss=scores.region_loss[:, 0], control_region_loss=control, rejected=run.rejected,
+            candidates=run.candidates, evaluations=run.evaluations, seconds=time.perf_counter() - start,
+        )
+
+
+def _region_mean(values: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Per-slice mean of ``|values|^2`` over a boolean region ``(N, 1, H, W)``."""
+    weight = region.to(values.real.dtype).flatten(1)
+    return (values.abs().square().flatten(1) * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1.0)
+
+
+@dataclass(frozen=True)
+class HitRate:
+    """FNAF statistics over many slices.
+
+    Attributes:
+        rate: Fraction of evaluated slices with a hit (``nan`` when none was evaluated).
+        hits, slices: Slices with a hit; slices evaluated (some candidate passed the information check).
+        excluded: Slices skipped because every candidate failed the information check.
+        mean_feature_loss: Mean missing-feature MSE of the worst features on evaluated slices.
+        mean_region_loss: Mean raw region MSE (the paper's feature loss) with the feature.
+        mean_control_region_loss: The same region MSE on the clean inputs (what the model misses anyway).
+    """
+
+    rate: float
+    hits: int
+    slices: int
+    excluded: int
+    mean_feature_loss: float
+    mean_region_loss: float
+    mean_control_region_loss: float
+
+
+def summarize_hits(results: Iterable[FNAFResult]) -> HitRate:
+    """The FNAF hit rate (the paper's false-negative rate) over the slices of many results.
+
+    Slices where every candidate failed the information check are excluded (and counted).
+
+    References:
+        Cheng et al., MIDL 2020 (PMLR 121:121-135).
+    """
+    accepted, hits, values = 0, 0, {"feature_loss": [], "region_loss": [], "control_region_loss": []}
+    excluded = 0
+    for result in results:
+        keep = result.accepted
+        accepted += int(keep.sum())
+        excluded += int((~keep).sum())
+        hits += int(result.hit.sum())
+        for name, parts in values.items():
+            parts.append(getattr(result, name)[keep].double().cpu())
+    means = {k: float(torch.cat(v).mean()) if accepted else math.nan for k, v in values.items()}
+    return HitRate(
+        rate=hits / accepted if accepted else math.nan, hits=hits, slices=accepted, excluded=excluded,
+        mean_feature_loss=means["feature_loss"], mean_region_loss=means["region_loss"],
+        mean_control_region_loss=means["control_region_loss"],
+    )
