@@ -211,6 +211,9 @@ BAD = {
     "zero batch size": ["--batch-size", "0"],
     "impossible acceleration": ["--acceleration", "0.5"],
     "unknown device": ["--device", "abacus"],
+    "eps for fnaf": ["--attack", "fnaf", "--eps", "0.1"],
+    "fractional spike count": ["--attack", "sparse-kspace", "--eps", "2.5"],
+    "zero candidates": ["--attack", "fnaf", "--candidates", "0"],
 }
 
 
@@ -224,3 +227,33 @@ def test_bad_input_is_one_line_exit_2(case, tiny_data, tmp_path, capsys):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("reconguard attack: error:"), err
     assert not out.exists() and not list(tmp_path.glob(".run*")), "something was written"
+
+
+def test_sparse_kspace_attack(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["attack", "--model", "zero_filled", "--data", str(tiny_data), "--attack", "sparse-kspace",
+            "--eps", "4", "--amplitude", "0.5", "--steps", "3", "--max-slices", "3", "--panels", "1",
+            "--out", str(out), "--quiet"]
+    code, printed, _ = _run(argv, capsys)
+    assert code == 0 and "kspace-l0(rel)=4" in printed
+    rows = _rows(out)
+    assert all(float(r["norm"]) <= 4 for r in rows)
+    assert all(float(r["psnr_attacked"]) < float(r["psnr_noise"]) for r in rows)
+
+
+@pytest.mark.parametrize("attack", ["fnaf", "fnaf-fd"])
+def test_fnaf_attack_reports_hits_and_writes_featured_volumes(attack, tiny_data, tmp_path, capsys):
+    from reconguard.data import SliceDataset
+
+    out = tmp_path / "run"
+    argv = ["attack", "--model", "zero_filled", "--data", str(tiny_data), "--attack", attack, "--candidates", "3",
+            "--acceleration", "8", "--max-slices", "4", "--panels", "2", "--out", str(out), "--quiet"]
+    code, printed, _ = _run(argv, capsys)
+    assert code == 0 and "hit rate" in printed and "| attacked |" in printed and "same-norm" not in printed
+    rows = _rows(out)
+    assert len(rows) == 4 and {"hit", "feature_loss", "region_loss", "control_region_loss"} <= set(rows[0])
+    summary = json.loads((out / "summary.json").read_text())
+    stats = summary["hit_rate"]
+    assert stats["hits"] == sum(r["hit"] == "True" for r in rows) and stats["slices"] + stats["excluded"] == 4
+    featured = SliceDataset(out / "adversarial")
+    assert len(featured) == 4 and len(list((out / "panels").glob("*.png"))) == 2

@@ -117,7 +117,7 @@ class _Run:
 
     model: Reconstructor
     scene: _Scene
-    clean: torch.Tensor  # (B, 1, H, W) |reconstruction| of the input without a feature
+    clean: torch.Tensor  # (B, 1, H, W) complex reconstruction of the input without a feature
     evaluations: int = 1
     candidates: int = 0
     rejected: torch.Tensor | int = 0
@@ -130,6 +130,7 @@ class FNAFResult:
     Attributes:
         adv_kspace: Under-sampled k-space of the image with the feature (what the model saw).
         recon: The model's reconstruction of ``adv_kspace``.
+        clean_recon: Its reconstruction of the same slice without a feature (the control run).
         target: Fully sampled magnitude image with the feature.
         feature_mask, loss_mask: The feature's pixels, and them dilated by ``dilation`` pixels.
         intensity, position: Absolute feature amplitude; bounding-box corner ``(row, col)``.
@@ -145,12 +146,13 @@ class FNAFResult:
         evaluations, seconds: Model calls (each a batch) and wall-clock time.
 
     Shapes:
-        adv_kspace ``(B, C, H, W)``; recon, target, feature_mask, loss_mask ``(B, 1, H, W)``;
+        adv_kspace ``(B, C, H, W)``; recon, clean_recon, target, feature_mask, loss_mask ``(B, 1, H, W)``;
         position ``(B, 2)``; every other tensor ``(B,)``
     """
 
     adv_kspace: torch.Tensor
     recon: torch.Tensor
+    clean_recon: torch.Tensor
     target: torch.Tensor
     feature_mask: torch.Tensor
     loss_mask: torch.Tensor
@@ -260,7 +262,7 @@ class FNAF:
         generator = generator if generator is not None else torch.Generator().manual_seed(self.seed)
         with frozen(model), torch.no_grad():
             scene = _Scene.build(kspace, mask, coil_maps, max_value, self.insertion)
-            clean = model(scene.kspace * scene.mask, scene.mask, coil_maps=scene.coil_maps).abs()
+            clean = model(scene.kspace * scene.mask, scene.mask, coil_maps=scene.coil_maps)
             run = _Run(model, scene, clean)
             features = make_features(
                 kspace.shape[0], tuple(kspace.shape[-2:]), num=self.num_candidates, size=self.size,
@@ -283,7 +285,7 @@ class FNAF:
         kspace, feature_kspace, target, masks = scene.insert(features)
         measured, maps, scale = (scene.repeat(t, num) for t in (scene.mask, scene.coil_maps, scene.scale))
         recon = run.model(kspace * measured, measured, coil_maps=maps)
-        clean, base = scene.repeat(run.clean, num), scene.repeat(scene.magnitude, num)
+        clean, base = scene.repeat(run.clean.abs(), num), scene.repeat(scene.magnitude, num)
         loss, feature_loss, region_loss, region = self._losses(recon, target, masks, scale, clean, base)
         # By linearity, zero-filled(with) - zero-filled(without) is the feature's own zero-filled image.
         information = _region_mean(zero_filled(feature_kspace * measured, maps), region) / scale.square()
@@ -337,9 +339,9 @@ class FNAF:
         scores, (adv, recon, target, masks, region) = self._evaluate(run, best, tally=False)
         accepted = scores.information[:, 0] >= self.info_threshold
         scale = run.scene.scale.reshape(-1, 1, 1, 1)
-        control = _region_mean((run.clean - run.scene.magnitude) / scale, region)
+        control = _region_mean((run.clean.abs() - run.scene.magnitude) / scale, region)
         return FNAFResult(
-            adv_kspace=adv, recon=recon, target=target, feature_mask=masks, loss_mask=region,
+            adv_kspace=adv, recon=recon, clean_recon=run.clean, target=target, feature_mask=masks, loss_mask=region,
             intensity=best.intensity[:, 0] * run.scene.scale, position=best.position[:, 0],
             loss=scores.loss[:, 0], feature_loss=scores.feature_loss[:, 0], information=scores.information[:, 0],
             accepted=accepted, hit=accepted & (scores.feature_loss[:, 0] > self.gamma),
@@ -376,6 +378,34 @@ class HitRate:
     mean_control_region_loss: float
 
 
+class HitCounter:
+    """Streams FNAF results into a :class:`HitRate` without keeping their images."""
+
+    _MEANS = ("feature_loss", "region_loss", "control_region_loss")
+
+    def __init__(self) -> None:
+        self.hits = self.slices = self.excluded = 0
+        self.sums = dict.fromkeys(self._MEANS, 0.0)
+
+    def add(self, result: FNAFResult) -> None:
+        """Count one batch: slices where every candidate was rejected are excluded."""
+        keep = result.accepted
+        self.slices += int(keep.sum())
+        self.excluded += int((~keep).sum())
+        self.hits += int(result.hit.sum())
+        for name in self._MEANS:
+            self.sums[name] += float(getattr(result, name)[keep].double().sum())
+
+    def summary(self) -> HitRate:
+        """The hit rate and mean losses so far (``nan`` before any evaluated slice)."""
+        mean = {k: v / self.slices if self.slices else math.nan for k, v in self.sums.items()}
+        return HitRate(
+            rate=self.hits / self.slices if self.slices else math.nan, hits=self.hits, slices=self.slices,
+            excluded=self.excluded, mean_feature_loss=mean["feature_loss"], mean_region_loss=mean["region_loss"],
+            mean_control_region_loss=mean["control_region_loss"],
+        )
+
+
 def summarize_hits(results: Iterable[FNAFResult]) -> HitRate:
     """The FNAF hit rate (the paper's false-negative rate) over the slices of many results.
 
@@ -384,18 +414,7 @@ def summarize_hits(results: Iterable[FNAFResult]) -> HitRate:
     References:
         Cheng et al., MIDL 2020 (PMLR 121:121-135).
     """
-    accepted, hits, values = 0, 0, {"feature_loss": [], "region_loss": [], "control_region_loss": []}
-    excluded = 0
+    counter = HitCounter()
     for result in results:
-        keep = result.accepted
-        accepted += int(keep.sum())
-        excluded += int((~keep).sum())
-        hits += int(result.hit.sum())
-        for name, parts in values.items():
-            parts.append(getattr(result, name)[keep].double().cpu())
-    means = {k: float(torch.cat(v).mean()) if accepted else math.nan for k, v in values.items()}
-    return HitRate(
-        rate=hits / accepted if accepted else math.nan, hits=hits, slices=accepted, excluded=excluded,
-        mean_feature_loss=means["feature_loss"], mean_region_loss=means["region_loss"],
-        mean_control_region_loss=means["control_region_loss"],
-    )
+        counter.add(result)
+    return counter.summary()

@@ -1,28 +1,26 @@
 """``reconguard attack``: attack a reconstructor on every slice of a data split, save the evidence.
 
-Every attack is one row of :data:`ATTACKS` (domain, default norm/budget/steps, literature source
-and a builder); adding an attack (``sparse-kspace``, ``fnaf``) means adding one row. The run is
-built in a hidden staging directory next to ``--out`` and renamed into place only when complete,
-so an error or Ctrl-C never leaves a half-written run behind.
+Every attack is one row of :data:`ATTACKS` (kind, default budget, literature source, builder);
+adding an attack means adding a row. Perturbation attacks (PGD, FGSM, sparse spikes) report the
+clean, attacked and same-norm-noise reconstructions; feature attacks (FNAF) report the clean and
+featured reconstructions and whether the feature went missing. The run is built in a staging
+directory and published in one rename (:mod:`reconguard.cli.rundir`).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import heapq
-import io
 import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from reconguard.cli.options import add_sampling_options
+from reconguard.cli.options import add_device_option, add_sampling_options, check_device
 from reconguard.errors import ConfigError
+
+METRICS = ("psnr", "ssim", "nmse")
 
 
 @dataclass(frozen=True)
@@ -30,62 +28,99 @@ class AttackPreset:
     """Defaults of one ``--attack`` choice.
 
     Attributes:
-        domain: Threat domain (``"kspace"`` or ``"image"``).
-        norm: Default norm; ``norms`` lists the ones allowed.
-        eps: Default budget (relative unless ``--absolute``).
-        build: ``(threat, loss, *, seed, **iteration options) -> Attack``.
-        steps: Default iterations; ``None`` for one-shot attacks (they refuse iteration options).
-        step_size: Default step as a fraction of the budget (``None``: the attack's own default).
+        kind: ``"perturbation"`` (a threat model and a budget) or ``"feature"`` (FNAF).
+        domain, norm, eps: Default threat (perturbation attacks); ``norms`` lists allowed norms.
+        build: ``(args, threat, loss) -> attack``.
+        options: The iteration options it accepts (others given on the command line are refused).
         about: One-line description with the source of the defaults (shown in ``--help``).
     """
 
-    domain: str
-    norm: str
-    eps: float
+    kind: str
     build: Callable[..., Any]
-    steps: int | None = None
-    step_size: float | None = None
+    domain: str = "kspace"
+    norm: str = "l2"
+    eps: float = 0.0
     norms: tuple[str, ...] = ("l2", "linf")
+    options: tuple[str, ...] = ()
     about: str = ""
 
 
-def _pgd(threat, loss, *, seed, steps, step_size, restarts):
+def _pgd(args, threat, loss, *, steps=10, step_size=None):
     from reconguard.attacks import PGD
 
-    return PGD(threat, loss, steps=steps, step_size=step_size, restarts=restarts, seed=seed)
+    return PGD(
+        threat,
+        loss,
+        steps=_given(args.steps, steps),
+        step_size=_given(args.step_size, step_size),
+        restarts=_given(args.restarts, 1),
+        seed=args.seed,
+    )
 
 
-def _fgsm(threat, loss, *, seed):
+def _given(value: Any, default: Any) -> Any:
+    """The command-line value if given (even 0, which the attack then rejects), else the default."""
+    return default if value is None else value
+
+
+def _fgsm(args, threat, loss):
     from reconguard.attacks import fgsm
 
     if loss.reference == "clean":  # delta = 0 minimises the distance to the clean recon: zero gradient
         raise ConfigError("FGSM starts at delta = 0, where the --unsupervised loss has zero gradient; use PGD")
-    return fgsm(threat, loss, seed=seed)
+    return fgsm(threat, loss, seed=args.seed)
+
+
+def _sparse(args, threat, loss):
+    from reconguard.attacks import SparseKSpace
+
+    return SparseKSpace(threat, loss, steps=_given(args.steps, 10), seed=args.seed)
+
+
+def _fnaf(args, threat, loss, *, search="random"):
+    from reconguard.attacks import FNAF
+
+    return FNAF(num_candidates=args.candidates, size=args.feature_size, gamma=args.gamma, search=search,
+                seed=args.seed)
 
 
 _KSPACE_SOURCE = "Darestani et al. arXiv:2102.06103 and Genzel et al. arXiv:2011.04268 use ~0.01-0.08"
+_ITERATIVE = ("steps", "step_size", "restarts", "loss", "unsupervised")
 ATTACKS: dict[str, AttackPreset] = {
     "pgd-kspace": AttackPreset(
-        "kspace", "l2", 0.02, _pgd, steps=10,
-        about=f"PGD on the acquired k-space samples, ||delta|| <= eps ||y|| per slice, steps of "
+        "perturbation", _pgd, "kspace", "l2", 0.02, options=_ITERATIVE,
+        about=f"PGD on the acquired k-space samples, ||delta|| <= eps ||y|| per slice, 10 steps of "
         f"2.5/steps of the budget (Madry et al.); {_KSPACE_SOURCE}",
     ),
     "pgd-image": AttackPreset(
-        "image", "linf", 0.01, _pgd, steps=10, step_size=0.2,
-        about="PGD on the zero-filled image, |delta| <= eps max|A^H y|, steps of eps/5; "
+        "perturbation", lambda args, threat, loss: _pgd(args, threat, loss, step_size=0.2), "image", "linf", 0.01,
+        options=_ITERATIVE,
+        about="PGD on the zero-filled image, |delta| <= eps max|A^H y|, 10 steps of eps/5; "
         "Saberi, Zhang, Akcakaya arXiv:2501.01908",
     ),
     "fgsm-kspace": AttackPreset(
-        "kspace", "l2", 0.02, _fgsm,
+        "perturbation", _fgsm, "kspace", "l2", 0.02, options=("loss",),
         about="one full-budget normalised-gradient step, pgd-kspace's budget (Goodfellow et al. arXiv:1412.6572)",
     ),
     "fgsm-image": AttackPreset(
-        "image", "linf", 0.01, _fgsm,
+        "perturbation", _fgsm, "image", "linf", 0.01, options=("loss",),
         about="one full-budget gradient-sign step, pgd-image's budget (Goodfellow et al. arXiv:1412.6572)",
     ),
+    "sparse-kspace": AttackPreset(
+        "perturbation", _sparse, "kspace", "l0", 10, norms=("l0",), options=("steps", "loss", "unsupervised"),
+        about="eps k-space spikes chosen by gradient, each |spike| <= --amplitude * max|y| (spike/herringbone "
+        "artefacts; Antun et al. arXiv:1902.05300)",
+    ),
+    "fnaf": AttackPreset(
+        "feature", _fnaf,
+        about="false-negative features: 10-pixel features in the central region, random search over "
+        "--candidates per slice; hit when the missing part exceeds --gamma (Cheng et al., MIDL 2020)",
+    ),
+    "fnaf-fd": AttackPreset(
+        "feature", lambda args, threat, loss: _fnaf(args, threat, loss, search="finite_difference"),
+        about="fnaf refined by finite-difference location search (step 10 px, 2 iterations; Cheng et al.)",
+    ),
 }
-METRICS = ("psnr", "ssim", "nmse")
-CONDITIONS = ("clean", "attacked", "noise")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -102,37 +137,42 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     arg("--data", required=True, help="data set directory")
     arg("--split", default="test", help="sub-directory to attack (default: test)")
     arg("--attack", default="pgd-kspace", metavar="|".join(ATTACKS), help="attack (default: pgd-kspace)")
-    arg("--eps", type=float, default=None, help="budget (default: per attack, see below)")
+    arg("--eps", type=float, default=None, help="budget; for sparse-kspace the number of spikes (default: per attack)")
     arg("--norm", default=None, metavar="l2|linf", help="budget norm (default: per attack)")
     scale = parser.add_mutually_exclusive_group()
     scale.add_argument("--relative", dest="relative", action="store_true", default=True,
                        help="eps relative to the measurement (default; see the attacks below)")
     scale.add_argument("--absolute", dest="relative", action="store_false", help="eps in raw data units")
+    arg("--amplitude", type=float, default=1.0, help="sparse-kspace: spike modulus / max|y| (default: 1)")
     arg("--steps", type=int, default=None, help="iterations (default: per attack)")
     arg("--step-size", type=float, default=None, help="step as a fraction of the budget (default: per attack)")
     arg("--restarts", type=int, default=None, help="random restarts, best kept per slice (default: 1)")
-    arg("--loss", default="mse", metavar="mse|l1|ssim", help="attack objective (default: mse)")
+    arg("--loss", default=None, metavar="mse|l1|ssim", help="attack objective (default: mse)")
     arg("--unsupervised", action="store_true", help="maximise the distance to the clean recon, not the target")
-    arg("--seed", type=int, default=0, help="seed of random starts and the noise baseline (default: 0)")
+    arg("--candidates", type=int, default=11, help="fnaf: random features per slice (default: 11)")
+    arg("--feature-size", type=int, default=10, help="fnaf: pixels per feature (default: 10)")
+    arg("--gamma", type=float, default=1e-3, help="fnaf: hit threshold on the missing-feature MSE (default: 1e-3)")
+    arg("--seed", type=int, default=0, help="seed of random starts, features and the noise baseline (default: 0)")
     add_sampling_options(parser)
     arg("--max-slices", type=int, default=None, help="attack only the first N slices of the split")
     arg("--batch-size", type=int, default=4, help="slices per batch (default: 4)")
-    arg("--panels", type=int, default=3, help="figures of the N slices with the largest PSNR drop (default: 3)")
+    arg("--panels", type=int, default=3, help="figures of the N most damaged slices (default: 3)")
     arg("--out", type=Path, default=None, help="run directory (default: runs/attack-<model>-<attack>-<eps>)")
     arg("--overwrite", action="store_true", help="replace an existing run directory")
-    arg("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    add_device_option(parser)
     arg("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
 _DESCRIPTION = """\
 Attack every slice of DATA/SPLIT (masks fixed per volume, as in evaluation) and write to OUT:
-  adversarial/<volume>.h5  adversarial under-sampled k-space in fastMRI format (with the target
-                           and the sampling mask; readable by any fastMRI loader)
-  metrics.csv              one row per slice: PSNR/SSIM/NMSE of the clean, attacked and
-                           same-norm random-noise reconstructions, achieved norm, loss, time
-  summary.json             means over slices and the options of the run
-  panels/                  figures of the slices with the largest PSNR drop
+  adversarial/<volume>.h5  attacked under-sampled k-space in fastMRI format (with the target and
+                           the sampling mask; readable by any fastMRI loader)
+  metrics.csv              one row per slice: PSNR/SSIM/NMSE of the clean and attacked (and, for
+                           perturbations, same-norm random-noise) reconstructions; budget used,
+                           loss, time; for fnaf the hit and feature losses
+  summary.json             means over slices (fnaf: the hit rate) and the options of the run
+  panels/                  figures of the most damaged slices
 and print the means as a Markdown table. OUT is written to a staging directory and renamed into
 place when complete."""
 
@@ -140,12 +180,11 @@ place when complete."""
 def _attack_table() -> str:
     import textwrap
 
-    lines = ["attacks (defaults; --norm, --eps, --steps, --step-size, --restarts override them):"]
+    lines = ["attacks (defaults; the options after each name override them):"]
     for name, p in ATTACKS.items():
-        steps = f"{p.steps} steps" if p.steps else "1 step"
-        text = f"{p.domain} {p.norm}, eps {p.eps:g} (relative), {steps}: {p.about}"
-        lines.append(textwrap.fill(text, 96, initial_indent=f"  {name:<13}", subsequent_indent=" " * 15,
-                                   break_on_hyphens=False))
+        budget = f"{p.domain} {p.norm}, eps {p.eps:g}: " if p.kind == "perturbation" else ""
+        lines.append(textwrap.fill(budget + p.about, 96, initial_indent=f"  {name:<14}",
+                                   subsequent_indent=" " * 16, break_on_hyphens=False))
     return "\n".join(lines)
 
 
@@ -160,94 +199,110 @@ def make_attack(args: argparse.Namespace) -> Any:
     preset = ATTACKS.get(args.attack)
     if preset is None:
         raise ConfigError(f"unknown attack {args.attack!r}; choose one of {list(ATTACKS)}")
+    given = {"steps": args.steps, "step_size": args.step_size, "restarts": args.restarts, "loss": args.loss,
+             "unsupervised": args.unsupervised or None, "eps": args.eps, "norm": args.norm}
+    allowed = set(preset.options) | ({"eps", "norm"} if preset.kind == "perturbation" else set())
+    refused = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None and k not in allowed]
+    if refused:
+        raise ConfigError(f"{args.attack} does not take {', '.join(refused)}")
+    if preset.kind == "feature":
+        return preset.build(args, None, None)
     norm = args.norm or preset.norm
     if norm not in preset.norms:
         raise ConfigError(f"--norm {norm!r} is not available for {args.attack}; choose one of {list(preset.norms)}")
     eps = preset.eps if args.eps is None else args.eps
-    threat = ThreatModel(domain=preset.domain, norm=norm, eps=eps, relative=args.relative)
-    loss = AttackLoss(kind=args.loss, reference="clean" if args.unsupervised else "target")
-    given = {"steps": args.steps, "step_size": args.step_size, "restarts": args.restarts}
-    if preset.steps is None:
-        used = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
-        if used:
-            raise ConfigError(f"{args.attack} takes one full-budget step; {', '.join(used)} do not apply")
-        return preset.build(threat, loss, seed=args.seed)
-    options = {"steps": preset.steps, "step_size": preset.step_size, "restarts": 1}
-    options.update({k: v for k, v in given.items() if v is not None})
-    return preset.build(threat, loss, seed=args.seed, **options)
+    threat = ThreatModel(domain=preset.domain, norm=norm, eps=eps, relative=args.relative, amplitude=args.amplitude)
+    loss = AttackLoss(kind=args.loss or "mse", reference="clean" if args.unsupervised else "target")
+    return preset.build(args, threat, loss)
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``reconguard attack``."""
     from torch.utils.data import DataLoader, Subset
 
+    from reconguard.cli.rundir import check_out, staged, write_text
     from reconguard.data import Sample, SliceDataset
+    from reconguard.data.writer import VolumeWriter
     from reconguard.models import load
     from reconguard.physics.masks import build_mask
+    from reconguard.report.tables import csv_text
 
     for name in ("batch_size", "max_slices"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.panels < 0:
         raise ConfigError(f"--panels must be >= 0, got {args.panels}")
-    _check_device(args.device)
+    check_device(args.device)
     attack = make_attack(args)
+    kind = ATTACKS[args.attack].kind
     mask_fn = build_mask(args.mask, acceleration=args.acceleration, center_fraction=args.center_fraction)
     dataset = SliceDataset(Path(args.data) / args.split)
     model = load(args.model).to(args.device)
     label = model_label(args.model)
-    out = args.out or Path(f"runs/attack-{label}-{args.attack}-{attack.threat.eps:g}")
-    _check_out(out, args.overwrite)
+    threat = attack.threat.label if kind == "perturbation" else f"{args.attack}(n={args.feature_size})"
+    eps = attack.threat.eps if kind == "perturbation" else None
+    out = args.out or Path(f"runs/attack-{label}-{args.attack}" + (f"-{eps:g}" if eps is not None else ""))
+    check_out(out, args.overwrite)
     count = len(dataset) if args.max_slices is None else min(args.max_slices, len(dataset))
     loader = DataLoader(Subset(dataset, range(count)), batch_size=args.batch_size, collate_fn=Sample.collate)
-    context = {"model": label, "attack": args.attack, "threat": attack.threat.label, "eps": attack.threat.eps}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    try:
-        rows, worst = _attack_split(args, attack, model, loader, mask_fn, dataset, staging, context, count)
-        summary = _summarize(rows, args, context, attack, out)
-        _write_text(staging / "metrics.csv", _csv(rows))
-        _write_text(staging / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
-        _write_panels(staging / "panels", worst, context, attack.threat.label)
-        _publish(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    context = {"model": label, "attack": args.attack, "threat": threat, "eps": eps}
+    with staged(out) as staging:
+        writer = VolumeWriter(staging / "adversarial", dataset.volumes,
+                              {f"reconguard_{k}": v for k, v in context.items() if v is not None})
+        rows, worst, extra = _attack_split(args, kind, attack, model, loader, mask_fn, writer, context, count)
+        summary = _summarize(rows, args, context, attack, out, kind, extra)
+        write_text(staging / "metrics.csv", csv_text(rows))
+        write_text(staging / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+        _write_panels(staging / "panels", worst, context)
     print(format_summary(summary))
-    print(f"\nwrote {out}/: adversarial/ ({summary['volumes']} fastMRI volume files), metrics.csv, "
+    print(f"\nwrote {out}/: adversarial/ ({writer.written} fastMRI volume files), metrics.csv, "
           f"summary.json, panels/ ({len(worst)} figures)")
     return 0
 
 
-def _attack_split(args, attack, model, loader, mask_fn, dataset, staging, context, count):
-    """Attack every batch; write adversarial volumes as they complete; return rows and worst slices."""
+def _attack_split(args, kind, attack, model, loader, mask_fn, writer, context, count):
+    """Attack every batch; write attacked volumes as they complete; return rows, worst slices, extra."""
     from tqdm.auto import tqdm
 
-    writer = _VolumeWriter(staging / "adversarial", dataset, context)
-    worst = _WorstSlices(args.panels)
-    rows: list[dict[str, Any]] = []
-    total_drop = 0.0
+    from reconguard.attacks import HitCounter
+
+    worst, rows, hits = _WorstSlices(args.panels), [], HitCounter()
     with tqdm(total=count, desc=args.attack, unit="slice", disable=args.quiet, leave=False) as bar:
         for batch in loader:
             batch = batch.to(args.device)
             masked_kspace, mask = batch.undersample(mask_fn)
-            result = attack(model, masked_kspace, mask, target=batch.target, coil_maps=batch.coil_maps,
-                            max_value=batch.max_value)
-            new_rows, images = _slice_rows(batch, masked_kspace, mask, result, context)
-            rows += new_rows
-            writer.add(batch, result.adv_kspace, mask)
+            if kind == "feature":
+                result = attack(model, batch.kspace, mask, coil_maps=batch.coil_maps, max_value=batch.max_value)
+                hits.add(result)
+                new_rows, images, attacked = _feature_rows(batch, result, context)
+            else:
+                result = attack(model, masked_kspace, mask, target=batch.target, coil_maps=batch.coil_maps,
+                                max_value=batch.max_value)
+                new_rows, images, attacked = _perturbation_rows(batch, masked_kspace, mask, result, context)
+            writer.add(replace(attacked, mask=mask.expand(len(batch), *mask.shape[1:])))
             for row, image in zip(new_rows, images):
-                drop = row["psnr_clean"] - row["psnr_attacked"]
-                worst.offer(drop, row, image)
-                total_drop += drop
+                worst.offer(row["psnr_clean"] - row["psnr_attacked"], row, image)
+            rows += new_rows
             bar.update(len(batch))
-            bar.set_postfix(psnr_drop=f"{total_drop / len(rows):.2f}dB")
+            drop = sum(r["psnr_clean"] - r["psnr_attacked"] for r in rows) / len(rows)
+            bar.set_postfix(psnr_drop=f"{drop:.2f}dB")
     writer.flush()
-    return rows, worst.items()
+    return rows, worst.items(), {"hit_rate": hits.summary().__dict__} if kind == "feature" else {}
 
 
-def _slice_rows(batch, masked_kspace, mask, result, context):
-    """Tidy metric rows of one batch, and the cropped magnitude images for the panels."""
+def _metric_values(target, peak, images: dict[str, Any]) -> dict[str, Any]:
     from reconguard.metrics import nmse, psnr, ssim
+
+    functions = {
+        "psnr": lambda image: psnr(target, image, data_range=peak, reduction="none"),
+        "ssim": lambda image: ssim(target, image, data_range=peak, reduction="none"),
+        "nmse": lambda image: nmse(target, image, reduction="none"),
+    }
+    return {f"{m}_{c}": functions[m](image) for m in METRICS for c, image in images.items()}
+
+
+def _perturbation_rows(batch, masked_kspace, mask, result, context):
+    """Tidy metric rows of one batch, the cropped images for the panels, and the attacked batch."""
     from reconguard.training.evaluation import magnitude
 
     target, peak = batch.target, batch.max_value
@@ -259,72 +314,51 @@ def _slice_rows(batch, masked_kspace, mask, result, context):
         unit = replace(result.threat, eps=1.0, relative=True)
         scale = unit.budget(masked_kspace, mask, coil_maps=batch.coil_maps, target=target).flatten(1)[:, 0]
     values = {"norm": result.norm, "budget": result.budget.flatten(1)[:, 0], "relative_norm": result.norm / scale}
-    metrics = {
-        "psnr": lambda image: psnr(target, image, data_range=peak, reduction="none"),
-        "ssim": lambda image: ssim(target, image, data_range=peak, reduction="none"),
-        "nmse": lambda image: nmse(target, image, reduction="none"),
-    }
-    values.update({f"{m}_{c}": metrics[m](images[c]) for m in METRICS for c in CONDITIONS})
+    values.update(_metric_values(target, peak, images))
     values.update(loss=result.loss, noise_loss=result.noise_loss, clean_loss=result.clean_loss)
-    rows, crops = [], []
+    rows, crops = _rows(batch, values, context, result.seconds), _crops(batch, images, target)
+    return rows, crops, replace(batch, kspace=result.adv_kspace)
+
+
+def _feature_rows(batch, result, context):
+    """Rows of an FNAF batch: clean vs featured reconstruction, hit and feature losses."""
+    from reconguard.physics.operators import center_crop
+    from reconguard.training.evaluation import magnitude
+
+    featured = center_crop(result.target, batch.target.shape[-2:])
+    clean, attacked = magnitude(result.clean_recon, batch.target), magnitude(result.recon, featured)
+    values = _metric_values(batch.target, batch.max_value, {"clean": clean})
+    values.update(_metric_values(featured, batch.max_value, {"attacked": attacked}))
+    for name in ("hit", "accepted", "feature_loss", "region_loss", "control_region_loss", "information", "rejected"):
+        values[name] = getattr(result, name)
+    rows = _rows(batch, values, context, result.seconds)
+    crops = _crops(batch, {"clean": clean, "attacked": attacked}, featured)
+    for crop, mask in zip(crops, center_crop(result.feature_mask, batch.target.shape[-2:])):
+        crop["feature_mask"] = mask[0].cpu()
+    return rows, crops, replace(batch, kspace=result.adv_kspace, target=featured)
+
+
+def _rows(batch, values, context, seconds):
+    rows = []
     for i in range(len(batch)):
         row = {"volume": batch.fname[i], "slice": batch.slice_idx[i], **context}
-        row.update({key: float(value[i]) for key, value in values.items()})
-        row["seconds"] = result.seconds / len(batch)
+        row.update({key: _scalar(value[i]) for key, value in values.items()})
+        row["seconds"] = seconds / len(batch)
         rows.append(row)
-        crops.append({"target": target[i, 0].cpu(), **{k: v[i, 0].cpu() for k, v in images.items()},
-                      "max_value": float(peak[i])})
-    return rows, crops
+    return rows
 
 
-class _VolumeWriter:
-    """Collects adversarial slices per volume; writes each volume once all its slices are in."""
-
-    def __init__(self, directory: Path, dataset: Any, context: dict[str, Any]):
-        self.directory, self.context = directory, context
-        self.infos = {info.fname: info for info in dataset.volumes}
-        self.parts: dict[str, list[Any]] = {}
-        directory.mkdir()
-
-    def add(self, batch: Any, adv_kspace: Any, mask: Any) -> None:
-        adversarial = replace(batch, kspace=adv_kspace, mask=mask.expand(len(batch), *mask.shape[1:])).to("cpu")
-        for i, name in enumerate(batch.fname):
-            self.parts.setdefault(name, []).append(_take(adversarial, i))
-        for name in [n for n in self.parts if n != batch.fname[-1]]:  # slices come in volume order
-            self._write(name, self.parts.pop(name))
-
-    def flush(self) -> None:
-        for name in list(self.parts):
-            self._write(name, self.parts.pop(name))
-
-    def _write(self, name: str, slices: list[Any]) -> None:
-        from reconguard.data import Sample, write_volume
-
-        info = self.infos[name]
-        volume = Sample.collate(sorted(slices, key=lambda s: s.slice_idx))
-        line_mask = volume.mask.shape[-2] == 1 and bool((volume.mask == volume.mask[:1]).all())
-        attrs = {k: v for k, v in info.attrs.items() if k != "norm"}  # norm: of the slices written
-        attrs.update({f"reconguard_{k}": v for k, v in self.context.items()})
-        slices = ",".join(map(str, volume.slice_idx))  # indices in the source volume
-        attrs.update(max=float(volume.max_value[0]), source_file=str(info.path), slices=slices)
-        if not line_mask:
-            attrs["mask_note"] = "2-D mask not storable in fastMRI format; k-space is zero where not acquired"
-        path = write_volume(
-            self.directory / name,
-            kspace=volume.kspace if info.multicoil else volume.kspace[:, 0],
-            target=volume.target[:, 0] if info.target_key else None,
-            coil_maps=volume.coil_maps,
-            mask=volume.mask[0].reshape(-1) if line_mask else None,
-            recon_size=info.recon_size,
-            attrs=attrs,
-        )
-        os.chmod(path, 0o644)  # write_volume's temporary file is 0600; results are meant to be shared
+def _scalar(value: Any) -> float | int | bool:
+    item = value.item()
+    return item if isinstance(item, (bool, int)) else float(item)
 
 
-def _take(batch: Any, i: int) -> Any:
-    """Slice ``i`` of a :class:`Sample` batch, as a batch of one."""
-    tensors = {k: v[i : i + 1] for k, v in vars(batch).items() if hasattr(v, "shape")}
-    return replace(batch, **tensors, fname=batch.fname[i : i + 1], slice_idx=batch.slice_idx[i : i + 1])
+def _crops(batch, images, target):
+    return [
+        {"target": target[i, 0].cpu(), **{k: v[i, 0].cpu() for k, v in images.items()},
+         "max_value": float(batch.max_value[i])}
+        for i in range(len(batch))
+    ]
 
 
 class _WorstSlices:
@@ -345,54 +379,62 @@ class _WorstSlices:
         return [(row, images) for *_, row, images in sorted(self.heap, reverse=True)]
 
 
-def _write_panels(directory: Path, worst: list, context: dict[str, Any], threat: str) -> None:
+def _write_panels(directory: Path, worst: list, context: dict[str, Any]) -> None:
     from reconguard.report.figures import attack_panel
 
     directory.mkdir()
     for row, im in worst:
         stem = Path(row["volume"]).stem
-        title = (f"{context['model']} | {context['attack']} {threat} | {stem} slice {row['slice']} | "
+        title = (f"{context['model']} | {context['attack']} {context['threat']} | {stem} slice {row['slice']} | "
                  f"PSNR drop {row['psnr_clean'] - row['psnr_attacked']:.2f} dB")
-        attack_panel(im["target"], im["clean"], im["attacked"], im["noise"], title=title,
-                     path=directory / f"{stem}_{row['slice']}.png", data_range=im["max_value"])
+        attack_panel(im["target"], im["clean"], im["attacked"], im.get("noise"), title=title,
+                     path=directory / f"{stem}_{row['slice']}.png", data_range=im["max_value"],
+                     feature_mask=im.get("feature_mask"))
 
 
-def _summarize(rows: list[dict[str, Any]], args: argparse.Namespace, context: dict[str, Any], attack: Any,
-               out: Path) -> dict[str, Any]:
-    keys = [f"{m}_{c}" for m in METRICS for c in CONDITIONS] + ["relative_norm", "norm", "loss", "noise_loss",
-                                                                 "seconds"]
-    mean = {key: _finite_or_none(sum(r[key] for r in rows) / len(rows)) for key in keys}
+def _summarize(rows, args, context, attack, out, kind, extra) -> dict[str, Any]:
+    numeric = [k for k, v in rows[0].items() if isinstance(v, float) and k not in ("eps",)]
+    mean = {key: _finite_or_none(sum(float(r[key]) for r in rows) / len(rows)) for key in numeric}
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
-    threat = attack.threat
-    resolved = {"domain": threat.domain, "norm": threat.norm, "relative": threat.relative, "support": threat.support,
-                "loss": attack.loss.kind, "reference": attack.loss.reference, "out": str(out),
-                **{k: getattr(attack, k) for k in ("steps", "step_size", "restarts") if hasattr(attack, k)}}
+    resolved: dict[str, Any] = {"out": str(out), "kind": kind}
+    if kind == "perturbation":
+        threat = attack.threat
+        resolved.update(domain=threat.domain, norm=threat.norm, relative=threat.relative, support=threat.support,
+                        loss=attack.loss.kind, reference=attack.loss.reference,
+                        **{k: getattr(attack, k) for k in ("steps", "step_size", "restarts") if hasattr(attack, k)})
     return {
         **context,
         "resolved": resolved,
         "slices": len(rows),
         "volumes": len({r["volume"] for r in rows}),
         "mean": mean,
+        **{k: {n: _finite_or_none(v) if isinstance(v, float) else v for n, v in e.items()} for k, e in extra.items()},
         "note": "means over slices of batch metrics (data range = volume max), not fastMRI volume metrics",
         "options": options,
     }
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """Markdown table of the slice means: clean vs attacked vs same-norm noise."""
+    """Markdown table of the slice means: clean vs attacked (vs same-norm noise); fnaf hit rate."""
+    from reconguard.report.tables import markdown_table, show
+
     mean = summary["mean"]
     fmt = {"psnr": "{:.2f}", "ssim": "{:.4f}", "nmse": "{:.4f}"}
-    lines = [
-        f"{summary['attack']} on {summary['model']}, {summary['threat']}, {summary['slices']} slices "
-        f"({summary['volumes']} volumes); achieved relative norm {_show(mean['relative_norm'], '{:.4g}')}",
-        "",
-        "| input | PSNR (dB) | SSIM | NMSE |",
-        "|---|---:|---:|---:|",
+    conditions = [("clean", "clean"), ("attacked", "attacked"), ("noise", "same-norm noise")]
+    body = [
+        (name, *(show(mean[f"{m}_{cond}"], fmt[m]) for m in METRICS))
+        for cond, name in conditions
+        if f"psnr_{cond}" in mean
     ]
-    for cond, name in zip(CONDITIONS, ("clean", "attacked", "same-norm noise")):
-        cells = " | ".join(_show(mean[f"{m}_{cond}"], fmt[m]) for m in METRICS)
-        lines.append(f"| {name} | {cells} |")
-    return "\n".join(lines)
+    if "hit_rate" in summary:
+        stats = summary["hit_rate"]
+        detail = (f"hit rate {show(stats['rate'], '{:.1%}')} ({stats['hits']}/{stats['slices']} slices, "
+                  f"{stats['excluded']} excluded by the information check)")
+    else:
+        detail = f"achieved relative norm {show(mean['relative_norm'], '{:.4g}')}"
+    head = (f"{summary['attack']} on {summary['model']}, {summary['threat']}, {summary['slices']} slices "
+            f"({summary['volumes']} volumes); {detail}")
+    return head + "\n\n" + markdown_table(("input", "PSNR (dB)", "SSIM", "NMSE"), body)
 
 
 def model_label(spec: str) -> str:
@@ -407,64 +449,5 @@ def model_label(spec: str) -> str:
     return f"{path.parent.name}-{stem}" if stem in ("best", "last") and path.parent.name else stem
 
 
-def _check_device(device: str) -> None:
-    import torch
-
-    try:
-        kind = torch.device(device).type
-    except RuntimeError:
-        raise ConfigError(f"--device {device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available on this machine")
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"--out {out} already holds a run; pass --overwrite to replace it")
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """Swap the finished staging directory into place (the old run is removed only afterwards)."""
-    os.chmod(staging, 0o755)  # mkdtemp makes 0700 directories
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    trash = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-    try:
-        os.replace(out, trash / "run")
-        try:
-            os.replace(staging, out)
-        except BaseException:
-            os.replace(trash / "run", out)  # put the old run back
-            raise
-    finally:
-        shutil.rmtree(trash, ignore_errors=True)
-
-
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
-
-
-def _show(value: float | None, fmt: str) -> str:
-    return "n/a" if value is None else fmt.format(value)

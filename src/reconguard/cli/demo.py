@@ -37,10 +37,10 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``reconguard demo``."""
     from torch.utils.data import DataLoader
 
-    from reconguard.cli.evaluate import format_table
     from reconguard.data import SliceDataset, build_dataset
     from reconguard.data.sample import Sample
     from reconguard.models import load
+    from reconguard.report.tables import metrics_table
     from reconguard.training.evaluation import evaluate, summarize
     from reconguard.training.presets import CPU_PRESETS
     from reconguard.training.trainer import TrainConfig, train
@@ -68,6 +68,6 @@ def run(args: argparse.Namespace) -> int:
     for label, spec in [("zero-filled", "zero_filled"), ("CS-TV", "cs_tv"), ("U-Net", run_dir / "best")]:
         rows.append((label, summarize(evaluate(load(spec), loader, mask_fn=mask_fn, progress=progress))))
     print()
-    print(format_table(rows, title=f"{args.source} test split, {args.acceleration:g}x random mask"))
+    print(metrics_table(rows, title=f"{args.source} test split, {args.acceleration:g}x random mask"))
     print(f"\ndone in {(time.monotonic() - start) / 60:.1f} min; U-Net weights: {run_dir}/best.safetensors")
     return 0

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from reconguard.cli.options import add_sampling_options
+from reconguard.cli.options import add_device_option, add_sampling_options, check_device
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", default="test", help="sub-directory to evaluate (default: test)")
     add_sampling_options(parser)
     parser.add_argument("--batch-size", type=int, default=8, help="slices per batch (default: 8)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    add_device_option(parser)
     parser.add_argument("--json", type=Path, default=None, help="also write per-volume results to this file")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
@@ -45,8 +45,10 @@ def run(args: argparse.Namespace) -> int:
     from reconguard.data.sample import Sample
     from reconguard.models import load
     from reconguard.physics.masks import build_mask
+    from reconguard.report.tables import metrics_table
     from reconguard.training.evaluation import evaluate, summarize
 
+    check_device(args.device)
     mask_fn = build_mask(args.mask, acceleration=args.acceleration, center_fraction=args.center_fraction)
     dataset = SliceDataset(Path(args.data) / args.split)
     loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=Sample.collate)
@@ -56,23 +58,7 @@ def run(args: argparse.Namespace) -> int:
         results = evaluate(model, loader, mask_fn=mask_fn, device=args.device, progress=not args.quiet)
         rows.append((spec, summarize(results)))
         per_volume[spec] = [r.__dict__ for r in results]
-    print(format_table(rows, title=f"{args.split} split, {args.acceleration:g}x {args.mask} mask"))
+    print(metrics_table(rows, title=f"{args.split} split, {args.acceleration:g}x {args.mask} mask"))
     if args.json is not None:
         args.json.write_text(json.dumps({"summary": dict(rows), "volumes": per_volume}, indent=2))
     return 0
-
-
-def format_table(rows: list[tuple[str, dict[str, float]]], *, title: str) -> str:
-    """Markdown table of summaries (mean +- standard error over volumes)."""
-    lines = [
-        f"{title}",
-        "",
-        "| model | volumes | slices | PSNR (dB) | SSIM | NMSE |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for name, s in rows:
-        lines.append(
-            f"| {name} | {s['volumes']:.0f} | {s['slices']:.0f} | {s['psnr']:.2f} ± {s['psnr_sem']:.2f} "
-            f"| {s['ssim']:.4f} ± {s['ssim_sem']:.4f} | {s['nmse']:.4f} ± {s['nmse_sem']:.4f} |"
-        )
-    return "\n".join(lines)

@@ -41,3 +41,20 @@ def parse_assignments(items: list[str] | None) -> dict[str, Any]:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
         result[key.strip()] = yaml.safe_load(value)
     return result
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """``--device`` (checked by :func:`check_device` when the command runs)."""
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ... (default: cpu)")
+
+
+def check_device(device: str) -> None:
+    """Raise a one-line error for a device string torch does not know or cannot use here."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ConfigError(f"--device {device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available on this machine")

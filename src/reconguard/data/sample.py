@@ -88,6 +88,19 @@ class Sample:
             mask = torch.stack(masks).to(self.kspace.device)
         return self.kspace * mask, mask
 
+    def split(self) -> list["Sample"]:
+        """The batch as single-slice samples (the inverse of :meth:`collate`)."""
+        tensors = [f.name for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)]
+        return [
+            replace(
+                self,
+                **{name: getattr(self, name)[i : i + 1] for name in tensors},
+                fname=self.fname[i : i + 1],
+                slice_idx=self.slice_idx[i : i + 1],
+            )
+            for i in range(len(self))
+        ]
+
     @staticmethod
     def collate(samples: Sequence["Sample"]) -> "Sample":
         """Concatenate samples along the batch dimension (a ``DataLoader`` ``collate_fn``)."""

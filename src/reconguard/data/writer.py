@@ -25,7 +25,9 @@ from reconguard.data.fastmri import (
     MULTICOIL_TARGET,
     SINGLECOIL_TARGET,
     PathLike,
+    VolumeInfo,
 )
+from reconguard.data.sample import Sample
 from reconguard.errors import DataError
 
 
@@ -157,8 +159,65 @@ def write_volume(
     os.close(fd)
     try:
         _write_h5(tmp, arrays, meta)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files; data files are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+class VolumeWriter:
+    """Write slices derived from a data set (e.g. adversarial k-space) back as fastMRI volumes.
+
+    Slices arrive in volume order (as a ``SliceDataset`` yields them); a volume is written as soon
+    as a slice of another volume arrives, and the rest on :meth:`flush`. Each file keeps the source
+    volume's name, header size and attributes (``norm`` excepted: it is recomputed for the slices
+    written), records the source slice indices in the ``slices`` attribute and adds ``attrs``.
+
+    Args:
+        directory: Output directory (created).
+        volumes: The source volumes by file name (``SliceDataset.volumes``).
+        attrs: Extra attributes for every file.
+    """
+
+    def __init__(self, directory: Path, volumes: list[VolumeInfo], attrs: Mapping[str, Any]):
+        self.directory, self.attrs = Path(directory), dict(attrs)
+        self.infos = {info.fname: info for info in volumes}
+        self.parts: dict[str, list[Sample]] = {}
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.written = 0
+
+    def add(self, batch: Sample) -> None:
+        """Queue a batch; ``batch.mask`` must hold the mask each slice was acquired with."""
+        for single in batch.to("cpu").split():
+            self.parts.setdefault(single.fname[0], []).append(single)
+        for name in [n for n in self.parts if n != batch.fname[-1]]:
+            self._write(name, self.parts.pop(name))
+
+    def flush(self) -> None:
+        """Write every volume still queued."""
+        for name in list(self.parts):
+            self._write(name, self.parts.pop(name))
+
+    def _write(self, name: str, slices: list[Sample]) -> None:
+        info = self.infos[name]
+        volume = Sample.collate(sorted(slices, key=lambda s: s.slice_idx))
+        mask = volume.mask
+        line_mask = mask is not None and mask.shape[-2] == 1 and bool((mask == mask[:1]).all())
+        attrs = {k: v for k, v in info.attrs.items() if k != "norm"}
+        attrs.update(self.attrs)
+        attrs.update(max=float(volume.max_value[0]), source_file=str(info.path))
+        attrs["slices"] = ",".join(map(str, volume.slice_idx))
+        if mask is not None and not line_mask:
+            attrs["mask_note"] = "2-D mask not storable in fastMRI format; k-space is zero where not acquired"
+        write_volume(
+            self.directory / name,
+            kspace=volume.kspace if info.multicoil else volume.kspace[:, 0],
+            target=volume.target[:, 0] if info.target_key else None,
+            coil_maps=volume.coil_maps,
+            mask=mask[0].reshape(-1) if line_mask else None,
+            recon_size=info.recon_size,
+            attrs=attrs,
+        )
+        self.written += 1

@@ -74,7 +74,7 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 8
     lr: float = 1e-3
-    final_lr_fraction: float = 0.05
+    final_lr_fraction: float = 1.0
     loss: str = "l1"
     seed: int = 0
     max_minutes: float | None = None
