@@ -257,3 +257,18 @@ def test_fnaf_attack_reports_hits_and_writes_featured_volumes(attack, tiny_data,
     assert stats["hits"] == sum(r["hit"] == "True" for r in rows) and stats["slices"] + stats["excluded"] == 4
     featured = SliceDataset(out / "adversarial")
     assert len(featured) == 4 and len(list((out / "panels").glob("*.png"))) == 2
+
+
+def test_transfer_matrix_command(tiny_data, tiny_unet, tmp_path, capsys):
+    records = tmp_path / "records.csv"
+    argv = ["transfer", "--surrogate", str(tiny_unet), "--target", str(tiny_unet), "--target", "zero_filled",
+            "--data", str(tiny_data), "--steps", "2", "--max-slices", "3", "--out", str(records), "--quiet"]
+    code, printed, _ = _run(argv, capsys)
+    assert code == 0 and "| white-box |" in printed and "| transfer |" in printed
+    with open(records, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    unet = f"{tiny_unet.parent.name}-best"
+    assert {(r["surrogate"], r["target"]) for r in rows} == {(unet, unet), (unet, "zero_filled")}
+    assert len(rows) == 3 * 2 * 4 * 3  # slices x targets x metrics x conditions
+    code, _, err = _run([*argv, "--attack", "fnaf"], capsys)
+    assert code == 2 and "transfer needs a perturbation" in err

@@ -129,13 +129,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "attack",
         help="adversarially attack a reconstructor on a data split",
         description=_DESCRIPTION,
-        epilog=_attack_table(),
+        epilog=attack_table(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     arg = parser.add_argument
     arg("--model", required=True, help="checkpoint path (.safetensors with its .json) or a model name")
     arg("--data", required=True, help="data set directory")
     arg("--split", default="test", help="sub-directory to attack (default: test)")
+    add_attack_options(parser)
+    add_sampling_options(parser)
+    arg("--max-slices", type=int, default=None, help="attack only the first N slices of the split")
+    arg("--batch-size", type=int, default=4, help="slices per batch (default: 4)")
+    arg("--panels", type=int, default=3, help="figures of the N most damaged slices (default: 3)")
+    arg("--out", type=Path, default=None, help="run directory (default: runs/attack-<model>-<attack>-<eps>)")
+    arg("--overwrite", action="store_true", help="replace an existing run directory")
+    add_device_option(parser)
+    arg("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def add_attack_options(parser: argparse.ArgumentParser) -> None:
+    """The options that choose and configure an attack (shared with ``reconguard transfer``)."""
+    arg = parser.add_argument
     arg("--attack", default="pgd-kspace", metavar="|".join(ATTACKS), help="attack (default: pgd-kspace)")
     arg("--eps", type=float, default=None, help="budget; for sparse-kspace the number of spikes (default: per attack)")
     arg("--norm", default=None, metavar="l2|linf", help="budget norm (default: per attack)")
@@ -153,15 +168,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     arg("--feature-size", type=int, default=10, help="fnaf: pixels per feature (default: 10)")
     arg("--gamma", type=float, default=1e-3, help="fnaf: hit threshold on the missing-feature MSE (default: 1e-3)")
     arg("--seed", type=int, default=0, help="seed of random starts, features and the noise baseline (default: 0)")
-    add_sampling_options(parser)
-    arg("--max-slices", type=int, default=None, help="attack only the first N slices of the split")
-    arg("--batch-size", type=int, default=4, help="slices per batch (default: 4)")
-    arg("--panels", type=int, default=3, help="figures of the N most damaged slices (default: 3)")
-    arg("--out", type=Path, default=None, help="run directory (default: runs/attack-<model>-<attack>-<eps>)")
-    arg("--overwrite", action="store_true", help="replace an existing run directory")
-    add_device_option(parser)
-    arg("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run)
 
 
 _DESCRIPTION = """\
@@ -177,7 +183,7 @@ and print the means as a Markdown table. OUT is written to a staging directory a
 place when complete."""
 
 
-def _attack_table() -> str:
+def attack_table() -> str:
     import textwrap
 
     lines = ["attacks (defaults; the options after each name override them):"]
