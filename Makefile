@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow venv clean
+.PHONY: demo test test-slow venv clean results
 
 venv: $(STAMP)
 
@@ -28,3 +28,8 @@ test-slow: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+
+# Every number in docs/results.md (about 25 minutes on a 2-core CPU).
+results: $(STAMP)
+	bash scripts/results_core.sh
+	bash scripts/results_attacks.sh

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Reproduces the "core" table of docs/results.md: built-in data, a U-Net trained with the
 # `reconguard train` defaults (timed), and the test-split comparison with the baselines.
-# Usage: make venv && bash scripts/results_core.sh [WORKDIR]   (default WORKDIR: runs/results-core)
+# Usage: make venv && bash scripts/results_core.sh [WORKDIR]   (default WORKDIR: runs/results)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-work=${1:-runs/results-core}
+work=${1:-runs/results}
 bin=.venv/bin
 "$bin/reconguard" data build --out "$work/data" --quiet
 "$bin/reconguard" data info "$work/data"

@@ -82,6 +82,16 @@ class AttackContext:
         self.evaluations += 1
         return self.model(adv, self.mask, coil_maps=self.coil_maps)
 
+    def loss_and_gradient(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-slice loss of ``delta`` (detached) and the gradient of its sum w.r.t. ``delta``.
+
+        Only the input gradient is computed: the model's weights are frozen by :class:`Attack`.
+        """
+        delta = delta.detach().requires_grad_(True)
+        loss = self.loss(delta)
+        (grad,) = torch.autograd.grad(loss.sum(), delta)
+        return loss.detach(), grad
+
     def loss(self, delta: torch.Tensor) -> torch.Tensor:
         """Per-slice loss of ``delta``, averaged over ``eot_samples`` draws of a random model.
 

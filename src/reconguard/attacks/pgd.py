@@ -81,12 +81,10 @@ class PGD(Attack):
             delta = self._start(ctx, best)
             stale, reference = 0, -torch.inf
             for _ in range(self.steps):
-                delta.requires_grad_(True)
-                loss = ctx.loss(delta)
-                (grad,) = torch.autograd.grad(loss.sum(), delta)
-                best, best_loss = keep_best(best, best_loss, delta.detach(), loss.detach())
-                history.append(float(loss.detach().mean()))
-                delta = ctx.project(delta.detach() + self._step(grad, ctx.budget))
+                loss, grad = ctx.loss_and_gradient(delta)
+                best, best_loss = keep_best(best, best_loss, delta, loss)
+                history.append(float(loss.mean()))
+                delta = ctx.project(delta + self._step(grad, ctx.budget))
                 stale = 0 if history[-1] > reference + 1e-4 * abs(reference) else stale + 1
                 reference = max(reference, history[-1])
                 if self.patience is not None and stale >= self.patience:

@@ -109,12 +109,10 @@ class SparseKSpace(Attack):
         best_loss = torch.full((delta.shape[0],), -torch.inf, device=delta.device)
         history: list[float] = []
         for _ in range(self.steps):
-            delta.requires_grad_(True)
-            loss = ctx.loss(delta)
-            (grad,) = torch.autograd.grad(loss.sum(), delta)
-            best, best_loss = keep_best(best, best_loss, delta.detach(), loss.detach())
-            history.append(float(loss.detach().mean()))
-            delta = self._spikes(ctx, delta.detach() + self._step(grad, ctx.budget))
+            loss, grad = ctx.loss_and_gradient(delta)
+            best, best_loss = keep_best(best, best_loss, delta, loss)
+            history.append(float(loss.mean()))
+            delta = self._spikes(ctx, delta + self._step(grad, ctx.budget))
         with torch.no_grad():
             loss = ctx.loss(delta)
         best, _ = keep_best(best, best_loss, delta, loss)
