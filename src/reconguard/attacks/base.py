@@ -160,14 +160,31 @@ class Attack:
     Args:
         threat: The perturbation budget.
         loss: The objective (default: MSE to the ground truth).
-        seed: Seeds every random choice (random starts, noise baseline, EOT-free sampling).
+        eot_samples: Draws of a stochastic model averaged per loss evaluation (expectation over
+            transformation, batched); ``None`` uses 8 for models with ``stochastic = True`` and 1
+            otherwise.
+        seed: Seeds every random choice (random starts, noise baseline).
+
+    References:
+        Athalye, Engstrom, Ilyas, Kwok, "Synthesizing robust adversarial examples" (EOT),
+        arXiv:1707.07397.
     """
 
-    def __init__(self, threat: ThreatModel, loss: AttackLoss | None = None, *, seed: int = 0):
+    def __init__(
+        self,
+        threat: ThreatModel,
+        loss: AttackLoss | None = None,
+        *,
+        eot_samples: int | None = None,
+        seed: int = 0,
+    ):
         if not isinstance(threat, ThreatModel):
             raise ConfigError(f"threat must be a ThreatModel, got {type(threat).__name__}")
+        if eot_samples is not None and eot_samples < 1:
+            raise ConfigError(f"eot_samples must be >= 1, got {eot_samples}")
         self.threat = threat
         self.loss = loss if loss is not None else AttackLoss()
+        self.eot_samples = eot_samples
         self.seed = seed
 
     def __call__(
@@ -262,7 +279,9 @@ class Attack:
         )
 
     def _eot_samples(self, model: Reconstructor) -> int:
-        return 1
+        if self.eot_samples is not None:
+            return self.eot_samples
+        return 8 if getattr(model, "stochastic", False) else 1
 
     def _run(self, ctx: AttackContext) -> tuple[torch.Tensor, list[float]]:  # pragma: no cover
         raise NotImplementedError

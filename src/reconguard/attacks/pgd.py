@@ -30,8 +30,7 @@ class PGD(Attack):
         restarts: Independent restarts; the best result per slice is kept.
         patience: Stop a restart early when the mean loss has not improved by ``1e-4``
             (relative) for this many steps; ``None`` runs every step.
-        eot_samples: Draws of a stochastic model averaged per step (expectation over
-            transformation); ``None`` uses 8 for models with ``stochastic = True`` and 1 otherwise.
+        eot_samples: Draws of a stochastic model averaged per step (see :class:`Attack`).
         seed: Seeds random starts and the noise baseline.
 
     References:
@@ -53,24 +52,17 @@ class PGD(Attack):
         eot_samples: int | None = None,
         seed: int = 0,
     ):
-        super().__init__(threat, loss, seed=seed)
+        super().__init__(threat, loss, eot_samples=eot_samples, seed=seed)
         if threat.norm not in ("l2", "linf"):
             raise ConfigError(f"PGD supports l2 and linf threats, got {threat.norm}; use SparseKSpace for l0")
         if steps < 1 or restarts < 1 or (patience is not None and patience < 1):
             raise ConfigError(f"steps, restarts and patience must be >= 1, got {steps}, {restarts}, {patience}")
-        if eot_samples is not None and eot_samples < 1:
-            raise ConfigError(f"eot_samples must be >= 1, got {eot_samples}")
         default = 0.2 if threat.norm == "linf" else 2.5 / steps
         self.step_size = default if step_size is None else step_size
         if not self.step_size > 0:
             raise ConfigError(f"step_size must be positive, got {step_size}")
         self.steps, self.random_start, self.restarts = steps, random_start, restarts
-        self.patience, self.eot_samples = patience, eot_samples
-
-    def _eot_samples(self, model) -> int:
-        if self.eot_samples is not None:
-            return self.eot_samples
-        return 8 if getattr(model, "stochastic", False) else 1
+        self.patience = patience
 
     def _run(self, ctx: AttackContext) -> tuple[torch.Tensor, list[float]]:
         shape = ctx.delta_shape

@@ -86,22 +86,15 @@ class SparseKSpace(Attack):
         eot_samples: int | None = None,
         seed: int = 0,
     ):
-        super().__init__(threat, loss, seed=seed)
+        super().__init__(threat, loss, eot_samples=eot_samples, seed=seed)
         if threat.norm != "l0":
             raise ConfigError(f"SparseKSpace needs an l0 threat, got {threat.norm}; use PGD for l2/linf")
         if steps < 1:
             raise ConfigError(f"steps must be >= 1, got {steps}")
         if not step_size > 0:
             raise ConfigError(f"step_size must be positive, got {step_size}")
-        if eot_samples is not None and eot_samples < 1:
-            raise ConfigError(f"eot_samples must be >= 1, got {eot_samples}")
-        self.steps, self.step_size, self.eot_samples = steps, step_size, eot_samples
+        self.steps, self.step_size = steps, step_size
         self.random_start = self.loss.reference == "clean" if random_start is None else random_start
-
-    def _eot_samples(self, model) -> int:
-        if self.eot_samples is not None:
-            return self.eot_samples
-        return 8 if getattr(model, "stochastic", False) else 1
 
     def _run(self, ctx: AttackContext) -> tuple[torch.Tensor, list[float]]:
         delta = self._start(ctx)
