@@ -178,7 +178,8 @@ Attack every slice of DATA/SPLIT (masks fixed per volume, as in evaluation) and 
                            perturbations, same-norm random-noise) reconstructions; budget used,
                            loss, time; for fnaf the hit and feature losses
   summary.json             means over slices (fnaf: the hit rate) and the options of the run
-  panels/                  figures of the most damaged slices
+  panels/                  figures of the most damaged slices (largest PSNR drop; fnaf: largest
+                           missing-feature MSE, the feature outlined)
 and print the means as a Markdown table. OUT is written to a staging directory and renamed into
 place when complete."""
 
@@ -287,13 +288,18 @@ def _attack_split(args, kind, attack, model, loader, mask_fn, writer, context, c
                 new_rows, images, attacked = _perturbation_rows(batch, masked_kspace, mask, result, context)
             writer.add(replace(attacked, mask=mask.expand(len(batch), *mask.shape[1:])))
             for row, image in zip(new_rows, images):
-                worst.offer(row["psnr_clean"] - row["psnr_attacked"], row, image)
+                worst.offer(_damage(row), row, image)
             rows += new_rows
             bar.update(len(batch))
             drop = sum(r["psnr_clean"] - r["psnr_attacked"] for r in rows) / len(rows)
             bar.set_postfix(psnr_drop=f"{drop:.2f}dB")
     writer.flush()
     return rows, worst.items(), {"hit_rate": hits.summary().__dict__} if kind == "feature" else {}
+
+
+def _damage(row: dict[str, Any]) -> float:
+    """How badly a slice was hit: the missing-feature MSE (fnaf) or the PSNR drop (perturbations)."""
+    return row["feature_loss"] if "feature_loss" in row else row["psnr_clean"] - row["psnr_attacked"]
 
 
 def _metric_values(target, peak, images: dict[str, Any]) -> dict[str, Any]:
@@ -391,8 +397,9 @@ def _write_panels(directory: Path, worst: list, context: dict[str, Any]) -> None
     directory.mkdir()
     for row, im in worst:
         stem = Path(row["volume"]).stem
-        title = (f"{context['model']} | {context['attack']} {context['threat']} | {stem} slice {row['slice']} | "
-                 f"PSNR drop {row['psnr_clean'] - row['psnr_attacked']:.2f} dB")
+        damage = (f"missing-feature MSE {row['feature_loss']:.2e}" if "feature_loss" in row
+                  else f"PSNR drop {_damage(row):.2f} dB")
+        title = f"{context['model']} | {context['attack']} {context['threat']} | {stem} slice {row['slice']} | {damage}"
         attack_panel(im["target"], im["clean"], im["attacked"], im.get("noise"), title=title,
                      path=directory / f"{stem}_{row['slice']}.png", data_range=im["max_value"],
                      feature_mask=im.get("feature_mask"))
