@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -98,7 +99,10 @@ def test_time_budget_stops_and_validates(tiny_data, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     "overrides",
-    [dict(epochs=0), dict(batch_size=0), dict(lr=-1.0), dict(loss="hinge"), dict(mask="spiral"), dict(max_minutes=0)],
+    [
+        dict(epochs=0), dict(batch_size=0), dict(lr=-1.0), dict(loss="hinge"), dict(mask="spiral"), dict(max_minutes=0),
+        dict(robust="adversarial"), dict(robust_config={"eps": 0.1}), dict(robust="pgd", robust_config={"k": 1}),
+    ],
 )
 def test_impossible_configs_raise(tiny_data, tmp_path, overrides):
     with pytest.raises(ConfigError):
@@ -134,3 +138,21 @@ def test_learning_rate_schedule(tiny_data, tmp_path):
     assert constant.learning_rate(0) == constant.learning_rate(1) == pytest.approx(constant.lr)
     with pytest.raises(ConfigError):
         _config(tiny_data, tmp_path, final_lr_fraction=0)
+
+
+def test_run_written_before_robust_options_existed_resumes(tiny_data, tmp_path):
+    first = train(_config(tiny_data, tmp_path, epochs=1), progress=False)
+    path = tmp_path / "config.json"
+    old = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("robust", "robust_config", "init")}
+    path.write_text(json.dumps(old))
+    assert train(_config(tiny_data, tmp_path, epochs=1), progress=False) == first
+    with pytest.raises(ConfigError, match="different configuration"):
+        train(_config(tiny_data, tmp_path, epochs=1, robust="pgd"), progress=False)
+
+
+def test_config_with_robust_options_is_json_and_resolved(tiny_data, tmp_path):
+    config = _config(tiny_data, tmp_path, robust="fnaf", robust_config={"beta": 10})
+    saved = json.loads(json.dumps(asdict(config)))
+    assert saved["robust_config"]["beta"] == 10 and saved["robust_config"]["alpha"] == 1.0
+    assert TrainConfig(**saved) == config  # config.json round-trips
+    assert _config(tiny_data, tmp_path).robust_config == {}

@@ -102,6 +102,57 @@ class _Scene:
 
 
 @dataclass(frozen=True)
+class Insertion:
+    """Features inserted into fully sampled k-space and re-acquired (no model involved).
+
+    Attributes:
+        adv_kspace: Under-sampled k-space of the image with the feature.
+        target: Fully sampled magnitude image with the feature (``|base| + feature``).
+        feature_mask, loss_mask: The feature's pixels, and them dilated by ``dilation`` pixels.
+        intensity: Absolute feature amplitude.
+
+    Shapes:
+        ``(B, K)`` candidates flattened slice-major to ``BK``: adv_kspace ``(BK, C, H, W)``;
+        target, feature_mask, loss_mask ``(BK, 1, H, W)``; intensity ``(BK,)``
+    """
+
+    adv_kspace: torch.Tensor
+    target: torch.Tensor
+    feature_mask: torch.Tensor
+    loss_mask: torch.Tensor
+    intensity: torch.Tensor
+
+
+def insert_features(
+    kspace: torch.Tensor,
+    mask: torch.Tensor,
+    features: Features,
+    *,
+    coil_maps: torch.Tensor | None = None,
+    max_value: torch.Tensor | None = None,
+    insertion: Literal["auto", "magnitude", "complex"] = "auto",
+    dilation: int = 5,
+) -> Insertion:
+    """Insert given features exactly as :class:`FNAF` does (see its ``insertion`` and ``dilation``).
+
+    Shapes:
+        kspace, coil_maps ``(B, C, H, W)`` fully sampled; mask broadcastable; max_value ``(B,)``;
+        features from :func:`make_features` with ``B`` slices
+
+    References:
+        Cheng et al., MIDL 2020 (PMLR 121:121-135).
+    """
+    validate_kspace(kspace, mask, name="feature insertion input")
+    if insertion not in ("auto", "magnitude", "complex") or dilation < 0:
+        raise ConfigError(f"invalid insertion {insertion!r} or dilation {dilation}; see FNAF's docstring")
+    scene = _Scene.build(kspace, mask, coil_maps, max_value, insertion)
+    full, _, target, masks = scene.insert(features.to(kspace.device))
+    measured = scene.repeat(scene.mask, features.intensity.shape[1])
+    intensity = (features.intensity.to(kspace.device) * scene.scale[:, None]).flatten()
+    return Insertion(full * measured, target, masks, _dilate(masks, dilation), intensity)
+
+
+@dataclass(frozen=True)
 class _Scores:
     """Per-candidate loss, feature-region loss and information, each ``(B, K)``."""
 
@@ -302,7 +353,7 @@ class FNAF:
         ``clean`` is the reconstruction without the feature and ``base`` the target without it,
         so ``target - base`` is the feature and ``|recon| - clean`` what the model made of it.
         """
-        region = F.max_pool2d(masks.float(), 2 * self.dilation + 1, stride=1, padding=self.dilation) > 0
+        region = _dilate(masks, self.dilation)
         norm = scale.reshape(-1, 1, 1, 1)
         error = (recon.abs() - target) / norm
         feature_loss = _region_mean((recon.abs() - clean - (target - base)) / norm, region)
@@ -348,6 +399,11 @@ class FNAF:
             region_loss=scores.region_loss[:, 0], control_region_loss=control, rejected=run.rejected,
             candidates=run.candidates, evaluations=run.evaluations, seconds=time.perf_counter() - start,
         )
+
+
+def _dilate(masks: torch.Tensor, dilation: int) -> torch.Tensor:
+    """Boolean masks ``(N, 1, H, W)`` dilated by a ``(2 dilation + 1)``-pixel square."""
+    return F.max_pool2d(masks.float(), 2 * dilation + 1, stride=1, padding=dilation) > 0
 
 
 def _region_mean(values: torch.Tensor, region: torch.Tensor) -> torch.Tensor:

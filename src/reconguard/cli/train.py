@@ -1,10 +1,35 @@
-"""``reconguard train``: supervised training with validation, best checkpoint and resume."""
+"""``reconguard train``: supervised (or robust) training with validation, best checkpoint and resume."""
 
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 from reconguard.cli.options import add_device_option, add_sampling_options, check_device, parse_assignments
+
+# Kept in step with the option defaults of reconguard.defenses.training (a test checks it); written
+# out here so that `reconguard --help` does not import torch.
+ROBUST_HELP = """\
+robust training (--robust, options with --robust-set KEY=VALUE; unknown keys are refused):
+  pgd     adversarial training, Madry et al. arXiv:1706.06083: every step trains on the output of
+          PGD on the current model (random start, the run's loss vs the target) within a relative
+          budget. Options: method=pgd, domain=kspace, norm=l2 (linf for domain=image), eps=0.02,
+          steps=3, step_size=2.5/steps (0.2 for linf), mix=0 (weight of the clean batch in the
+          loss; 0.5 = half clean, half adversarial). method=free: free adversarial training,
+          Shafahi et al. arXiv:1904.12843: each batch replayed replays=4 times, the input
+          gradient of each weight update moves the perturbation by step_size=1 (x eps); the
+          perturbation restarts at each batch; divide --epochs by replays for the same cost.
+  fnaf    FNAF-robust training, Cheng et al. MIDL 2020 / Calivá et al. arXiv:2011.00070: the worst
+          of candidates=5 random features (size=10 pixels, region=120, intensity_range=[0, 1] of
+          the slice maximum, info_threshold=0.0001, insertion=complex) is inserted into each
+          slice; loss alpha=1 x L(recon, target with feature) + beta=100 x L inside the feature
+          dilated by dilation=5 pixels (L = --loss, l1 or mse; mse is the papers' objective).
+          Usually with --init (a trained model), as in the papers.
+  smooth  train through randomized smoothing (reconguard.defenses.smoothing.RandomizedSmoothing;
+          Cohen et al. arXiv:1902.02918, SMUG arXiv:2303.12735): options are its hyper-parameters
+          (sigma=0.01, samples=10, mode=denoiser|input, ...); validation scores the smoothed
+          model; the checkpoint is the inner model, the options are in OUT/config.json.
+"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -15,16 +40,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train a reconstructor on a fastMRI-format data set",
-        description=(
+        description=textwrap.fill(
             "Train a reconstructor on DATA/train with random under-sampling masks, validate on "
             "DATA/val every epoch (PSNR/SSIM/NMSE, fastMRI semantics) and keep the best "
-            "checkpoint. Interrupted runs resume when the same command is run again."
+            "checkpoint. Interrupted runs resume when the same command is run again. With --robust, "
+            "the same loop trains adversarially robust models (see below)."
         ),
-        epilog=f"CPU-sized model defaults (override with --set KEY=VALUE): {presets}.",
+        epilog=textwrap.fill(f"CPU-sized model defaults (override with --set KEY=VALUE): {presets}.")
+        + f"\n\n{ROBUST_HELP}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, help="model name: unet, varnet, modl")
+    parser.add_argument(
+        "--model", default=None, help="model name: unet, varnet, modl (default with --init: the checkpoint's)"
+    )
     parser.add_argument("--data", required=True, help="data set directory (with train/ and val/)")
-    parser.add_argument("--out", default=None, help="run directory (default: runs/<model>-<acceleration>x)")
+    parser.add_argument("--out", default=None, help="run directory (default: runs/<model>-<acceleration>x[-<robust>])")
     add_sampling_options(parser)
     parser.add_argument("--epochs", type=int, default=20, help="passes over the training split (default: 20)")
     parser.add_argument("--batch-size", type=int, default=8, help="slices per step (default: 8)")
@@ -41,6 +71,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-minutes", type=float, default=None, help="stop training after this many minutes")
     add_device_option(parser)
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="model hyper-parameter (repeatable)")
+    parser.add_argument(
+        "--robust",
+        default="none",
+        choices=["none", "pgd", "fnaf", "smooth"],
+        help="robust training: pgd (Madry et al. arXiv:1706.06083; method=free: Shafahi et al. "
+        "arXiv:1904.12843), fnaf (Cheng et al. MIDL 2020, Calivá et al. arXiv:2011.00070) or smooth "
+        "(randomized smoothing) -- options and defaults below (default: none)",
+    )
+    parser.add_argument(
+        "--robust-set", action="append", metavar="KEY=VALUE", help="option of the --robust mode (repeatable)"
+    )
+    parser.add_argument(
+        "--init",
+        default=None,
+        metavar="CKPT",
+        help="start from the weights of a saved model (e.g. runs/unet-4x/best); its model and "
+        "hyper-parameters are the run's (--set may only repeat them)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a run with a different configuration")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
@@ -48,14 +96,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``reconguard train``."""
-    from reconguard.training.presets import CPU_PRESETS
     from reconguard.training.trainer import TrainConfig, train
 
     check_device(args.device)
-    model_config = {**CPU_PRESETS.get(args.model, {}), **parse_assignments(args.set)}
-    out = args.out or f"runs/{args.model}-{args.acceleration:g}x"
+    model, model_config = _model_choice(args)
+    suffix = "" if args.robust == "none" else f"-{args.robust}"
+    out = args.out or f"runs/{model}-{args.acceleration:g}x{suffix}"
     config = TrainConfig(
-        model=args.model,
+        model=model,
         model_config=model_config,
         data=args.data,
         out=out,
@@ -70,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_minutes=args.max_minutes,
         device=args.device,
+        robust=args.robust,
+        robust_config=_robust_options(args.robust_set),
+        init=args.init,
     )
     history = train(config, overwrite=args.overwrite, progress=not args.quiet)
     if history:
@@ -79,3 +130,29 @@ def run(args: argparse.Namespace) -> int:
             f"weights: {out}/best.safetensors"
         )
     return 0
+
+
+def _model_choice(args: argparse.Namespace) -> tuple[str, dict]:
+    """Model name and hyper-parameters: the CPU preset, or the ``--init`` checkpoint's, plus ``--set``."""
+    from reconguard.errors import ConfigError
+    from reconguard.training.presets import CPU_PRESETS
+
+    if args.init is None:
+        if args.model is None:
+            raise ConfigError("--model is required (or --init CKPT to start from a saved model)")
+        return args.model, {**CPU_PRESETS.get(args.model, {}), **parse_assignments(args.set)}
+    from reconguard.models import load
+
+    start = load(args.init)
+    if args.model not in (None, start.name):
+        raise ConfigError(f"--init {args.init} is a {start.name}, not a {args.model}")
+    return start.name, {**start.config, **parse_assignments(args.set)}
+
+
+def _robust_options(items: list[str] | None) -> dict:
+    from reconguard.errors import ConfigError
+
+    try:
+        return parse_assignments(items)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("--set", "--robust-set")) from None

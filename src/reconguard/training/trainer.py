@@ -12,6 +12,12 @@ Every file is written to a temporary name and renamed, so a run killed at any mo
 previous consistent state; starting the same command again resumes from it. Shuffling and training
 masks are derived from ``(seed, epoch, step)``, so a resumed run sees the same batches as an
 uninterrupted one.
+
+Robust training (``robust="pgd" | "fnaf" | "smooth"``) is the same loop: a strategy from
+:mod:`reconguard.defenses.training` turns each batch into the one to train on (adversarial
+k-space, a slice with an inserted feature) and states the objective; its random choices are
+seeded from ``(seed, epoch, step)`` too, so robust runs resume exactly as well. The saved weights
+are always the plain model's.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,6 +36,7 @@ from tqdm.auto import tqdm
 
 from reconguard.data import SliceDataset
 from reconguard.data.sample import Sample
+from reconguard.defenses.training import ROBUST_MODES, CleanTraining, build_strategy
 from reconguard.errors import ConfigError
 from reconguard.metrics import ssim_loss
 from reconguard.models import registry
@@ -62,6 +69,16 @@ class TrainConfig:
         seed: Seeds weights, shuffling and training masks.
         max_minutes: Stop after this much training time (validation still runs).
         device: ``cpu`` or ``cuda``.
+        robust: Robust training: ``none``, ``pgd`` (adversarial training, Madry et al.
+            arXiv:1706.06083, or ``method="free"``, Shafahi et al. arXiv:1904.12843), ``fnaf``
+            (FNAF-robust training, Cheng et al. MIDL 2020, Calivá et al. arXiv:2011.00070) or
+            ``smooth`` (training through randomized smoothing); see
+            :mod:`reconguard.defenses.training`.
+        robust_config: Options of the ``robust`` mode; unknown keys raise. Stored resolved (every
+            default filled in), so ``config.json`` records the whole method.
+        init: Saved model (``registry.save`` path) whose weights start the run, e.g. a clean model
+            to fine-tune robustly; its name and hyper-parameters must match ``model`` and
+            ``model_config``. Ignored when resuming (the run's own state wins).
     """
 
     model: str
@@ -79,6 +96,9 @@ class TrainConfig:
     seed: int = 0
     max_minutes: float | None = None
     device: str = "cpu"
+    robust: str = "none"
+    robust_config: dict[str, Any] = field(default_factory=dict)
+    init: str | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -99,6 +119,13 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        if self.robust == "none" and self.robust_config:
+            raise ConfigError(f"robust_config {self.robust_config} needs a robust mode {list(ROBUST_MODES[1:])}")
+        object.__setattr__(self, "robust_config", self.strategy().options())
+
+    def strategy(self) -> CleanTraining:
+        """The robust-training strategy of this run (validates ``robust`` and ``robust_config``)."""
+        return build_strategy(self.robust, self.robust_config, loss=self.loss)
 
     def learning_rate(self, epoch: int) -> float:
         """Half-cosine decay from ``lr`` (epoch 0) to ``lr * final_lr_fraction`` (last epoch)."""
@@ -139,12 +166,16 @@ def train(
         The validation history, one dict per epoch.
     """
     out = Path(config.out)
+    strategy = config.strategy()
+    # Before OUT is touched, so that a bad --init or smoothing option leaves nothing behind.
+    resuming = (out / "state.pt").exists() and not overwrite
+    model = _init_model(config, start=not resuming).to(config.device)
+    strategy.wrap(model, seed=(config.seed,))
     state = _prepare_run(config, out, overwrite)
     mask_fn = config.mask_fn()
     train_set = SliceDataset(Path(config.data) / "train")
     val_set = SliceDataset(Path(config.data) / "val")
     val_loader = DataLoader(val_set, batch_size=config.batch_size, collate_fn=Sample.collate)
-    model = _init_model(config).to(config.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     if state.epoch or state.step:
         saved = torch.load(out / "state.pt", weights_only=True, map_location=config.device)
@@ -168,13 +199,8 @@ def train(
         last_save = time.monotonic()
         for batch in bar:
             start = time.monotonic()
-            batch = batch.to(config.device)
-            masked_kspace, mask = batch.undersample(mask_fn, seed=(config.seed, state.epoch, state.step))
-            recon = magnitude(model(masked_kspace, mask, coil_maps=batch.coil_maps), batch.target)
-            loss = loss_fn(recon, batch.target, batch.max_value)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            seed = (config.seed, state.epoch, state.step)
+            loss = _train_step(model, optimizer, strategy, batch.to(config.device), mask_fn, loss_fn, seed)
             state.step += 1
             state.elapsed += time.monotonic() - start
             bar.set_postfix(loss=f"{loss.item():.4g}")
@@ -188,16 +214,40 @@ def train(
         if epoch_done:
             state.epoch, state.step = state.epoch + 1, 0
         if epoch_done or state.elapsed >= budget:
-            _validate(model, val_loader, mask_fn, config, state, out, progress)
+            _validate(model, strategy, val_loader, mask_fn, config, state, out, progress)
         _save(out, model, optimizer, state)
     return state.history
+
+
+def _train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    strategy: CleanTraining,
+    batch: Sample,
+    mask_fn: MaskGenerator,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    seed: tuple[int, int, int],
+) -> torch.Tensor:
+    """One batch: ``strategy.passes`` optimiser steps on what the strategy makes of it."""
+    masked_kspace, mask = batch.undersample(mask_fn, seed=seed)
+    step = None
+    for replay in range(strategy.passes):
+        step = strategy.prepare(model, batch, masked_kspace, mask, seed=(*seed, replay), previous=step)
+        trained = strategy.wrap(model, seed=(*seed, replay))
+        recon = magnitude(trained(step.masked_kspace, step.mask, coil_maps=step.coil_maps), step.target)
+        loss = strategy.objective(recon, step, loss_fn)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return loss
 
 
 def _prepare_run(config: TrainConfig, out: Path, overwrite: bool) -> _State:
     config_path = out / "config.json"
     wanted = asdict(config)
     if config_path.exists() and not overwrite:
-        existing = json.loads(config_path.read_text())
+        # A run written before a field existed holds that field's default.
+        existing = {**_field_defaults(), **json.loads(config_path.read_text())}
         if existing != json.loads(json.dumps(wanted)):
             raise ConfigError(
                 f"{out} holds a training run with a different configuration; "
@@ -215,10 +265,30 @@ def _prepare_run(config: TrainConfig, out: Path, overwrite: bool) -> _State:
     return _State()
 
 
-def _init_model(config: TrainConfig) -> torch.nn.Module:
+def _field_defaults() -> dict[str, Any]:
+    defaults = {}
+    for f in fields(TrainConfig):
+        if f.default is not MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            defaults[f.name] = f.default_factory()
+    return defaults
+
+
+def _init_model(config: TrainConfig, *, start: bool = True) -> torch.nn.Module:
+    """The seeded model, with the ``init`` weights when ``start`` (not when resuming)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return registry.build(config.model, **config.model_config)
+        model = registry.build(config.model, **config.model_config)
+    if config.init is not None and start:
+        source = registry.load(config.init)
+        if (source.name, source.config) != (model.name, model.config):
+            raise ConfigError(
+                f"init {config.init} is a {source.name} with {source.config}, but the run trains a "
+                f"{model.name} with {model.config}"
+            )
+        model.load_state_dict(source.state_dict())
+    return model
 
 
 def _epoch_loader(dataset: SliceDataset, config: TrainConfig, state: _State) -> DataLoader:
@@ -236,8 +306,10 @@ def _loss_fn(name: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], 
     return lambda recon, target, max_value: ssim_loss(target, recon, data_range=max_value)
 
 
-def _validate(model, val_loader, mask_fn, config, state: _State, out: Path, progress: bool) -> None:
-    summary = summarize(evaluate(model, val_loader, mask_fn=mask_fn, device=config.device, progress=progress))
+def _validate(model, strategy, val_loader, mask_fn, config, state: _State, out: Path, progress: bool) -> None:
+    # Smoothing-aware runs validate the smoothed model (one fixed noise seed for every epoch).
+    validated = strategy.wrap(model, seed=(config.seed, -1))
+    summary = summarize(evaluate(validated, val_loader, mask_fn=mask_fn, device=config.device, progress=progress))
     record = {"epoch": state.epoch, "minutes": state.elapsed / 60, **summary}
     state.history.append(record)
     if summary["psnr"] > state.best_psnr:
