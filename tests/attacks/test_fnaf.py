@@ -79,12 +79,22 @@ def test_features_are_connected_with_n_pixels_inside_the_region(size):
 
 
 def test_region_is_clipped_to_small_images_and_too_small_regions_raise():
-    features = make_features(2, (12, 16), num=5, generator=torch.Generator().manual_seed(0))
+    features = make_features(2, (12, 16), num=5, region=120, generator=torch.Generator().manual_seed(0))
     assert features.bounds == (0, 0, 12, 16) and int(features.mask((12, 16)).sum()) == 2 * 5 * 10
     with pytest.raises(ConfigError):
         make_features(1, (8, 8), generator=torch.Generator())
     with pytest.raises(ConfigError):
         FNAF(region=5)
+    with pytest.raises(ConfigError):
+        FNAF(region=1.5)
+
+
+def test_default_region_is_the_papers_fraction_of_the_image():
+    """120 of 320 pixels in the paper: the central 48x48 of a 128x128 image."""
+    features = make_features(4, (128, 128), num=11, generator=torch.Generator().manual_seed(0))
+    assert features.bounds == (40, 40, 88, 88)
+    masks = features.mask((128, 128))
+    assert not masks[..., :40, :].any() and not masks[..., 88:, :].any() and not masks[..., :40].any()
 
 
 def test_same_seed_same_features():

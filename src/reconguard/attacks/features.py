@@ -9,10 +9,14 @@ References:
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import Union
 
 import torch
 
 from reconguard.errors import ConfigError
+
+Region = Union[int, float, tuple[int, int]]
+PAPER_REGION = 120 / 320  # the paper's central 120x120 pixels of 320x320 images, as a fraction
 
 _MOVES = torch.tensor([[-1, 0], [1, 0], [0, -1], [0, 1]])
 Bounds = tuple[int, int, int, int]
@@ -73,13 +77,30 @@ def concat_candidates(parts: list):
     return replace(parts[0], **{n: torch.cat([getattr(p, n) for p in parts], dim=1) for n in names})
 
 
+def region_size(region: Region, shape: tuple[int, int]) -> tuple[int, int]:
+    """Size ``(h, w)`` of the central feature region of an image of ``shape``.
+
+    Args:
+        region: A fraction of each side (float in ``(0, 1]``; the default 0.375 is the paper's
+            central 120x120 pixels of a 320x320 fastMRI image), a side in pixels (int), or
+            ``(h, w)`` in pixels; clipped to the image.
+        shape: Image size ``(H, W)``.
+    """
+    if isinstance(region, float):
+        if not 0 < region <= 1:
+            raise ConfigError(f"a fractional feature region must be in (0, 1], got {region}")
+        return max(1, round(region * shape[0])), max(1, round(region * shape[1]))
+    rh, rw = (region, region) if isinstance(region, int) else region
+    return min(int(rh), shape[0]), min(int(rw), shape[1])
+
+
 def make_features(
     batch: int,
     shape: tuple[int, int],
     *,
     num: int = 11,
     size: int = 10,
-    region: int | tuple[int, int] = 120,
+    region: Region = PAPER_REGION,
     intensity_range: tuple[float, float] = (0.0, 1.0),
     generator: torch.Generator,
 ) -> Features:
@@ -87,7 +108,7 @@ def make_features(
 
     A feature grows by a random walk of unit 4-neighbour steps (revisits allowed) until it covers
     exactly ``size`` distinct pixels, so it is 4-connected. It is placed uniformly with all pixels
-    inside the central ``region`` (side or ``(h, w)``, clipped to the image) and gets one intensity
+    inside the central ``region`` (see :func:`region_size`) and gets one intensity
     uniform in ``intensity_range`` (fractions of the slice maximum; the paper drew each pixel
     uniformly between the image minimum and maximum).
 
@@ -103,8 +124,7 @@ def make_features(
     References:
         Cheng et al., MIDL 2020 (PMLR 121:121-135); Calivá et al., arXiv:2011.00070.
     """
-    rh, rw = (region, region) if isinstance(region, int) else region
-    rh, rw = min(int(rh), shape[0]), min(int(rw), shape[1])
+    rh, rw = region_size(region, shape)
     top, left = (shape[0] - rh) // 2, (shape[1] - rw) // 2
     if min(rh, rw) < size:
         raise ConfigError(f"the feature region {(rh, rw)} of an image {tuple(shape)} is smaller than size={size}")

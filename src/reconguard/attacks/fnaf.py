@@ -41,7 +41,14 @@ import torch
 import torch.nn.functional as F
 
 from reconguard.attacks.base import frozen
-from reconguard.attacks.features import Features, concat_candidates, make_features, select_candidates
+from reconguard.attacks.features import (
+    PAPER_REGION,
+    Features,
+    Region,
+    concat_candidates,
+    make_features,
+    select_candidates,
+)
 from reconguard.errors import ConfigError, DataError
 from reconguard.models.base import Reconstructor
 from reconguard.models.zero_filled import zero_filled
@@ -227,7 +234,8 @@ class FNAF:
 
     Args:
         size: Pixels per feature (the paper: 10).
-        region: Side (or ``(h, w)``) of the central region features live in (120, clipped).
+        region: The central region features live in: a fraction of each side (default 0.375, the
+            paper's central 120 of 320 pixels), a side in pixels, or ``(h, w)`` pixels.
         intensity_range: Feature amplitude range, fractions of the slice maximum.
         num_candidates: Random candidates per slice (the paper: 11), evaluated as one batch.
         search: ``"random"``, or ``"finite_difference"`` to refine the best random candidate's position.
@@ -253,7 +261,7 @@ class FNAF:
         self,
         *,
         size: int = 10,
-        region: int | tuple[int, int] = 120,
+        region: Region = PAPER_REGION,
         intensity_range: tuple[float, float] = (0.0, 1.0),
         num_candidates: int = 11,
         search: Literal["random", "finite_difference"] = "random",
@@ -267,9 +275,11 @@ class FNAF:
         insertion: Literal["auto", "magnitude", "complex"] = "auto",
         seed: int = 0,
     ):
-        sides = (region,) if isinstance(region, int) else tuple(region)
+        sides = (region,) if isinstance(region, (int, float)) else tuple(region)
+        fraction = isinstance(region, float)
         checks = {
-            "size/region": size >= 1 and len(sides) in (1, 2) and all(s >= size for s in sides),
+            "size/region": size >= 1 and len(sides) in (1, 2)
+            and all(0 < s <= 1 if fraction else s >= size for s in sides),
             "intensity_range": 0 <= intensity_range[0] <= intensity_range[1],
             "num_candidates": num_candidates >= 1,
             "search": search in ("random", "finite_difference"),

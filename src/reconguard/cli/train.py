@@ -20,7 +20,7 @@ robust training (--robust, options with --robust-set KEY=VALUE; unknown keys are
           gradient of each weight update moves the perturbation by step_size=1 (x eps); the
           perturbation restarts at each batch; divide --epochs by replays for the same cost.
   fnaf    FNAF-robust training, Cheng et al. MIDL 2020 / Calivá et al. arXiv:2011.00070: the worst
-          of candidates=5 random features (size=10 pixels, region=120, intensity_range=[0, 1] of
+          of candidates=5 random features (size=10 pixels, region=0.375 of the side, intensity_range=[0, 1] of
           the slice maximum, info_threshold=0.0001, insertion=complex) is inserted into each
           slice; loss alpha=1 x L(recon, target with feature) + beta=100 x L inside the feature
           dilated by dilation=5 pixels (L = --loss, l1 or mse; mse is the papers' objective).

@@ -34,6 +34,7 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
+from reconguard.attacks.features import PAPER_REGION, Region
 from reconguard.attacks.fnaf import FNAF
 from reconguard.attacks.losses import AttackLoss, reconstruction_error
 from reconguard.attacks.noise import scaled_noise
@@ -244,7 +245,7 @@ class FNAFTraining(CleanTraining):
     name: ClassVar[str] = "fnaf"
     candidates: int = 5
     size: int = 10
-    region: int = 120
+    region: Region = PAPER_REGION
     intensity_range: tuple[float, float] = (0.0, 1.0)
     info_threshold: float = 1e-4
     dilation: int = 5

@@ -1,0 +1,417 @@
+"""Training-free cyclic measurement-consistency mitigation (and detector) of adversarial inputs.
+
+An attack on the acquired samples ``Omega`` changes the reconstruction most on the samples it
+*infers* (the unacquired ones). Re-undersampling the reconstruction with other masks ``Delta_k``
+and reconstructing again exposes this as a cyclic inconsistency on ``Omega``::
+
+    x1 = f(y, Omega);  x2 = f(P_Delta (A x1 + j), Delta);  L = ||P_Omega A x2 - y|| / ||P_Omega A x2||
+
+(``A`` the full-grid forward operator, ``j`` a fixed jitter, ``L`` averaged over the ``Delta_k``).
+The mitigation minimises ``L`` over an image-domain perturbation of the input inside the linf ball
+of :class:`~reconguard.attacks.ThreatModel` ``(domain="image", norm="linf", eps)`` -- the attacks'
+ball, relative to ``max |A^H y|`` of the given input -- by projected complex-sign gradient descent
+with a linearly decaying step, keeping per slice the iterate of lowest ``L`` (no label needed).
+``L`` of the input itself is the detector score: slices below a calibrated threshold get the plain
+reconstruction back, at the cost of one extra batched pass.
+
+Readings of the reference (arXiv:2501.01908 and its code) where it leaves room:
+
+- *Stages.* Its ``cyclic_stages=2`` counts reconstructions, ``x1`` on ``Omega`` and ``x2`` on
+  ``Delta``: one cycle, loss on the last. ``stages=S`` chains ``x_{s+1} = f(P_D (A x_s + j), D)``
+  (chain ``k`` uses ``D = Delta_{(k + s - 1) mod K}`` at its ``s``-th cycle) and averages the loss
+  of ``x2 .. xS``; ``S = 2`` is the reference.
+- *Jitter.* Circular complex Gaussian noise on the full grid, per slice and coil of RMS
+  ``jitter_scale`` times the RMS residual ``y - P_Omega A x1`` on the acquired samples of the
+  *given* input, drawn once per call from ``seed`` and kept for all iterations and masks. The
+  reference measures the residual on the clean input (unknown to a user), uses equal real and
+  imaginary parts and scale 6 (:meth:`CyclicMitigation.reference`); the default 1 matches it.
+- *Masks.* ``num_masks`` masks per slice from ``mask_generator`` (default: a
+  :class:`~reconguard.physics.RandomMask` with the acceleration and centre lines of ``Omega``),
+  each different from ``Omega`` and from the others where the generator allows it.
+
+The score is only as informative as the model: it needs complex outputs (a magnitude-only U-Net
+has no phase to be consistent with) and a floor -- the model's own error on ``Omega \\ Delta`` --
+below the change an attack causes.
+
+References:
+    Saberi, Zhang, Akcakaya, "Training-free mitigation of adversarial attacks on deep
+    learning-based MRI reconstruction", arXiv:2501.01908.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from reconguard.attacks.base import frozen
+from reconguard.attacks.threat import ThreatModel
+from reconguard.defenses.base import Defense
+from reconguard.errors import ConfigError, DataError, require
+from reconguard.physics.masks import MaskGenerator, RandomMask
+from reconguard.physics.operators import MRIOperator, validate_kspace
+
+_TINY = 1e-12
+_MAX_DRAWS = 64
+_REFERENCE = dict(num_masks=3, eps=0.01, step_size=0.005, steps=100, stages=2, jitter_scale=6.0,
+                  patience=None, threshold=None, batched_masks=False, share_first_stage=False)
+
+
+@dataclass(frozen=True)
+class CyclicResult:
+    """Outcome of :meth:`CyclicMitigation.mitigate` on one batch.
+
+    Attributes:
+        recon: Reconstruction of the returned input (the plain one for slices not mitigated).
+        delta: Image-domain perturbation added to the input (zero where not mitigated).
+        score: Cyclic loss of the given input (the detector score).
+        loss: Cyclic loss of the returned input (``<= score``).
+        mitigated: Which slices were optimised (score above the threshold).
+        budget: Absolute linf radius of the ball per slice.
+        history: Mean loss of the mitigated slices at each iteration.
+        evaluations: Calls of the wrapped model (a batched call counts once).
+        seconds: Wall-clock time.
+
+    Shapes:
+        recon, delta: ``(B, 1, H, W)`` complex64; score, loss, mitigated: ``(B,)``;
+        budget: ``(B, 1, 1, 1)``
+    """
+
+    recon: torch.Tensor
+    delta: torch.Tensor
+    score: torch.Tensor
+    loss: torch.Tensor
+    mitigated: torch.Tensor
+    budget: torch.Tensor
+    history: list[float]
+    evaluations: int
+    seconds: float
+
+
+@dataclass
+class _Batch:
+    """One batch with its ``Delta`` masks, fixed jitter, ball and step (per slice)."""
+
+    y: torch.Tensor
+    omega: torch.Tensor
+    maps: torch.Tensor | None
+    deltas: torch.Tensor  # (K, B, 1, h, W)
+    noise: torch.Tensor
+    budget: torch.Tensor
+    step: torch.Tensor
+    jitter: torch.Tensor | None = None
+
+    def select(self, index: torch.Tensor) -> "_Batch":
+        pick = lambda t: None if t is None else t[index]  # noqa: E731
+        return _Batch(self.y[index], self.omega[index], pick(self.maps), self.deltas[:, index],
+                      self.noise[index], self.budget[index], self.step[index], pick(self.jitter))
+
+
+class CyclicMitigation(Defense):
+    """Cyclic measurement-consistency mitigation of a reconstructor, with a built-in detector.
+
+    ``forward`` returns :attr:`CyclicResult.recon` of :meth:`mitigate`. Deterministic given
+    ``seed`` (masks and jitter are drawn from it at every call), hence ``stochastic = False``.
+    Not differentiable: the inner loop takes sign gradients and an argmin over iterates, so
+    gradients through it say nothing; attack it adaptively with
+    :class:`~reconguard.attacks.BPDA` (e.g. ``BPDA(defense, defense.model)``).
+
+    Args:
+        model: Any reconstructor (single- or multi-coil; multi-coil needs ``coil_maps``).
+        num_masks: Number ``K`` of ``Delta`` masks (evaluated as one batch of ``K * B``).
+        eps: Ball radius relative to ``max |A^H y|`` (image-domain linf, as the attacks).
+        step_size: First sign-gradient step, same units as ``eps``; decays linearly to 0.
+        steps: Maximum number of iterations.
+        stages: Reconstructions per chain (see the module docstring; 2 = the reference).
+        jitter_scale: Jitter level in units of the RMS measured residual (0 disables it).
+        mask_generator: Draws the ``Delta`` masks; ``None`` infers a ``RandomMask`` from
+            ``Omega`` (Cartesian line masks only).
+        threshold: Detector threshold (see :meth:`calibrate`); ``None`` mitigates every slice.
+        patience: Stop when no slice's best loss improved by ``tolerance`` (relative) for this
+            many iterations; ``None`` runs all ``steps``.
+        tolerance: Relative improvement that resets ``patience``.
+        batched_masks: Run the ``K`` masks as one batch (``False``: one after another).
+        share_first_stage: Compute ``x1`` once for all masks (``False``: once per mask).
+        seed: Seeds the masks and the jitter.
+
+    Shapes:
+        masked_kspace: ``(B, C, H, W)`` complex64; mask: bool ``(B or 1, 1, 1 or H, W)``;
+        coil_maps: ``(B, C, H, W)`` (needed when ``C > 1``); output: ``(B, 1, H, W)`` complex64
+
+    References:
+        Saberi, Zhang, Akcakaya, arXiv:2501.01908.
+    """
+
+    name = "cyclic"
+    differentiable = False
+    stochastic = False
+
+    def __init__(self, model, *, num_masks: int = 3, eps: float = 0.01, step_size: float = 0.005,
+                 steps: int = 100, stages: int = 2, jitter_scale: float = 1.0,
+                 mask_generator: MaskGenerator | None = None, threshold: float | None = None,
+                 patience: int | None = 10, tolerance: float = 1e-3, batched_masks: bool = True,
+                 share_first_stage: bool = True, seed: int = 0):
+        super().__init__(model)
+        for label, value, low in (("num_masks", num_masks, 1), ("steps", steps, 1), ("stages", stages, 2)):
+            require(isinstance(value, int) and value >= low, f"{label} must be an integer >= {low}, got {value!r}")
+        for label, value in (("eps", eps), ("step_size", step_size), ("jitter_scale", jitter_scale),
+                             ("tolerance", tolerance)):
+            ok = isinstance(value, (int, float)) and np.isfinite(value) and value >= 0
+            require(ok, f"{label} must be a finite number >= 0, got {value!r}")
+        require(patience is None or (isinstance(patience, int) and patience >= 1),
+                f"patience must be None or an integer >= 1, got {patience!r}")
+        require(mask_generator is None or isinstance(mask_generator, MaskGenerator),
+                f"mask_generator must be a MaskGenerator, got {type(mask_generator).__name__}")
+        self.threat = ThreatModel(domain="image", norm="linf", eps=float(eps))
+        self.num_masks, self.step_size, self.steps, self.stages = num_masks, float(step_size), steps, stages
+        self.jitter_scale, self.mask_generator = float(jitter_scale), mask_generator
+        self.patience, self.tolerance, self.seed = patience, float(tolerance), seed
+        self.batched_masks, self.share_first_stage = bool(batched_masks), bool(share_first_stage)
+        require(threshold is None or (isinstance(threshold, (int, float)) and np.isfinite(threshold)),
+                f"threshold must be a finite number or None, got {threshold!r}")
+        self.threshold = None if threshold is None else float(threshold)
+        self.evaluations = 0
+
+    @classmethod
+    def reference(cls, model, **overrides: Any) -> "CyclicMitigation":
+        """The reference implementation's configuration *and cost*, for side-by-side timing.
+
+        100 iterations without early stopping, jitter scale 6, masks evaluated one after
+        another, ``x1`` recomputed for every mask, no detector. Setting ``batched_masks`` and
+        ``share_first_stage`` back to ``True`` changes the cost only, not the result (up to
+        float round-off).
+        """
+        accepted = set(_REFERENCE) | {"tolerance", "mask_generator", "seed"}
+        unknown = sorted(set(overrides) - accepted)
+        require(not unknown, f"unknown option(s) {unknown} for CyclicMitigation; it accepts {sorted(accepted)}")
+        return cls(model, **{**_REFERENCE, **overrides})
+
+    # -- public API ------------------------------------------------------------------------
+
+    def mitigate(self, masked_kspace: torch.Tensor, mask: torch.Tensor, *,
+                 coil_maps: torch.Tensor | None = None) -> CyclicResult:
+        """Detect, then mitigate the slices whose score exceeds :attr:`threshold` (all if ``None``).
+
+        Returns:
+            The :class:`CyclicResult`; clean slices cost ``x1`` plus one batched pass.
+
+        Shapes:
+            masked_kspace: ``(B, C, H, W)``; mask: broadcastable; coil_maps: ``(B, C, H, W)``
+        """
+        validate_kspace(masked_kspace, mask, name="cyclic input")
+        start, calls = time.perf_counter(), self.evaluations
+        with frozen(self.model):
+            batch = self._prepare(masked_kspace, mask.to(torch.bool), coil_maps)
+            if self.threshold is None:
+                delta, loss, recon, score, history = self._optimise(batch)
+                flagged = torch.ones_like(score, dtype=torch.bool)
+            else:
+                with torch.no_grad():
+                    score, recon, batch.jitter = self._loss(batch, batch.y)
+                flagged = score > self.threshold
+                delta, loss, history = torch.zeros_like(recon), score.clone(), []
+                if bool(flagged.any()):
+                    index = flagged.nonzero().flatten()
+                    best_delta, best_loss, best_recon, _, history = self._optimise(batch.select(index))
+                    recon = recon.clone()
+                    delta[index], loss[index], recon[index] = best_delta, best_loss, best_recon
+        return CyclicResult(recon=recon, delta=delta, score=score, loss=loss, mitigated=flagged,
+                            budget=batch.budget, history=history, evaluations=self.evaluations - calls,
+                            seconds=time.perf_counter() - start)
+
+    @torch.no_grad()
+    def score(self, masked_kspace: torch.Tensor, mask: torch.Tensor, *,
+              coil_maps: torch.Tensor | None = None) -> torch.Tensor:
+        """Cyclic-inconsistency score of each slice (the detector statistic; larger = suspect).
+
+        Costs ``x1`` plus one batched pass over the ``K`` masks.
+
+        Shapes:
+            masked_kspace: ``(B, C, H, W)`` -> ``(B,)``
+        """
+        validate_kspace(masked_kspace, mask, name="cyclic input")
+        with frozen(self.model):
+            batch = self._prepare(masked_kspace, mask.to(torch.bool), coil_maps)
+            return self._loss(batch, batch.y)[0]
+
+    def calibrate(self, data: torch.Tensor | Iterable[Any], *, quantile: float = 0.95) -> float:
+        """Set :attr:`threshold` to a quantile of the scores of *clean* inputs; return it.
+
+        Args:
+            data: A tensor of scores, or an iterable of score tensors, of mappings with keys
+                ``masked_kspace``, ``mask`` (and ``coil_maps``), or of tuples
+                ``(masked_kspace, mask[, coil_maps])``.
+            quantile: In ``[0, 1]``; the expected false-alarm rate on clean data is ``1 - quantile``.
+        """
+        require(0 <= quantile <= 1, f"quantile must be in [0, 1], got {quantile}")
+        chunks = [data] if isinstance(data, torch.Tensor) else [self._scores_of(item) for item in data]
+        scores = torch.cat([c.detach().flatten().float().cpu() for c in chunks]) if chunks else torch.empty(0)
+        require(scores.numel() > 0 and bool(torch.isfinite(scores).all()),
+                "calibrate needs at least one finite clean score", DataError)
+        self.threshold = float(torch.quantile(scores.double(), quantile))
+        return self.threshold
+
+    def _scores_of(self, item: Any) -> torch.Tensor:
+        if isinstance(item, torch.Tensor):
+            return item
+        if isinstance(item, Mapping):
+            return self.score(item["masked_kspace"], item["mask"], coil_maps=item.get("coil_maps"))
+        if isinstance(item, (tuple, list)) and len(item) in (2, 3):
+            return self.score(item[0], item[1], coil_maps=item[2] if len(item) == 3 else None)
+        raise ConfigError(f"calibrate expects scores or clean batches, got {type(item).__name__}")
+
+    def _defend(self, masked_kspace: torch.Tensor, mask: torch.Tensor,
+                coil_maps: torch.Tensor | None) -> torch.Tensor:
+        return self.mitigate(masked_kspace, mask, coil_maps=coil_maps).recon
+
+    # -- the cyclic loss -------------------------------------------------------------------
+
+    def _prepare(self, y: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None) -> _Batch:
+        batch, coils, height, width = y.shape
+        require(mask.shape[1] == 1, f"cyclic mitigation needs one mask for all coils, got {tuple(mask.shape)}",
+                DataError)
+        require(coils == 1 or maps is not None, "cyclic mitigation on multi-coil data needs coil_maps (e.g. "
+                "reconguard.physics.estimate_coil_maps) to map images back to k-space")
+        if maps is not None:
+            try:
+                maps = maps.detach().expand(y.shape)
+            except RuntimeError:
+                raise DataError(f"coil_maps {tuple(maps.shape)} do not fit k-space {tuple(y.shape)}") from None
+        y = y.detach()
+        omega = mask.expand(batch, *mask.shape[1:])
+        deltas = self._delta_masks(omega, (height, width)).to(y.device)
+        gen = torch.Generator(device=y.device).manual_seed(self.seed)
+        real = torch.randn(y.shape, generator=gen, device=y.device)
+        noise = torch.complex(real, torch.randn(y.shape, generator=gen, device=y.device))
+        step = ThreatModel(domain="image", norm="linf", eps=self.step_size).budget(y, omega, coil_maps=maps)
+        budget = self.threat.budget(y, omega, coil_maps=maps)
+        return _Batch(y, omega, maps, deltas, noise * 0.5**0.5, budget, step)
+
+    def _delta_masks(self, omega: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+        """``K`` masks per slice, each different from ``Omega`` and the others where possible."""
+        out = []
+        for b in range(omega.shape[0]):
+            own = omega[b].broadcast_to(1, *shape).cpu()
+            generator = self.mask_generator or _infer_generator(own)
+            drawn: list[torch.Tensor] = []
+            for k in range(self.num_masks):
+                for attempt in range(_MAX_DRAWS):
+                    m = generator((1, 1, *shape), seed=(self.seed, k, attempt))[0]
+                    full = m.broadcast_to(1, *shape)
+                    if not any(torch.equal(full, o.broadcast_to(1, *shape)) for o in [own, *drawn]):
+                        break
+                drawn.append(m)
+            out.append(torch.stack(drawn))
+        return torch.stack(out, dim=1)
+
+    def _jitter(self, batch: _Batch, x1: torch.Tensor) -> torch.Tensor:
+        residual = batch.y - MRIOperator(batch.omega, batch.maps)(x1)
+        count = batch.omega.broadcast_to(residual.shape).sum(dim=(-2, -1), keepdim=True).clamp_min(1)
+        sigma = (residual.abs().pow(2).sum(dim=(-2, -1), keepdim=True) / count).sqrt()
+        return self.jitter_scale * sigma * batch.noise
+
+    def _reconstruct(self, y: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None) -> torch.Tensor:
+        self.evaluations += 1
+        return self.model(y, mask, coil_maps=maps)
+
+    def _loss(self, batch: _Batch, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cyclic loss per slice of the measurement ``y``, with ``x1`` and the (fixed) jitter.
+
+        Shapes:
+            y: ``(B, C, H, W)`` -> loss ``(B,)``, x1 ``(B, 1, H, W)``, jitter ``(B, C, H, W)``
+        """
+        num = self.num_masks
+        groups = [list(range(num))] if self.batched_masks else [[k] for k in range(num)]
+        shared = self._reconstruct(y, batch.omega, batch.maps) if self.share_first_stage else None
+        x1, jitter, losses = shared, batch.jitter, []
+        for group in groups:
+            n = len(group)
+            if shared is not None:
+                x = _repeat(shared, n)
+            else:
+                x = self._reconstruct(_repeat(y, n), _repeat(batch.omega, n), _repeat(batch.maps, n))
+                x1 = x[: len(y)] if x1 is None else x1
+            if jitter is None:
+                with torch.no_grad():
+                    jitter = self._jitter(batch, x1.detach())
+            losses.append(self._cycles(batch, y, x, group, jitter).reshape(n, -1))
+        return torch.cat(losses).mean(dim=0), x1, jitter
+
+    def _cycles(self, batch: _Batch, y: torch.Tensor, x: torch.Tensor, group: list[int],
+                jitter: torch.Tensor) -> torch.Tensor:
+        """Loss of the ``len(group) * B`` chains started from ``x`` (stage-1 images, repeated)."""
+        n, num = len(group), self.num_masks
+        maps, omega = _repeat(batch.maps, n), _repeat(batch.omega, n)
+        target, noise = _repeat(y, n), _repeat(jitter, n)
+        total = 0.0
+        for stage in range(1, self.stages):
+            delta = batch.deltas[[(k + stage - 1) % num for k in group]].flatten(0, 1)
+            x = self._reconstruct(MRIOperator(delta, maps)(x) + delta * noise, delta, maps)
+            measured = MRIOperator(omega, maps)(x)
+            error = (measured - target).flatten(1).norm(dim=1)
+            total = total + error / measured.flatten(1).norm(dim=1).clamp_min(_TINY)
+        return total / (self.stages - 1)
+
+    # -- the mitigation --------------------------------------------------------------------
+
+    def _optimise(self, batch: _Batch):
+        """Projected sign-gradient descent on the cyclic loss; the best iterate per slice.
+
+        Returns ``(delta, loss, recon, loss at delta = 0, history)``.
+        """
+        support = self.threat.support_mask(batch.omega, batch.y)
+        delta = torch.zeros_like(batch.y[:, :1])
+        best_delta, best_loss, best_recon = delta, None, None
+        history: list[float] = []
+        stale, reference = 0, None
+        for t in range(self.steps):
+            delta = delta.detach().requires_grad_(True)
+            with torch.enable_grad():
+                adv = self.threat.apply(batch.y, batch.omega, delta, batch.maps)
+                loss, x1, batch.jitter = self._loss(batch, adv)
+                (grad,) = torch.autograd.grad(loss.sum(), delta)
+            loss, x1 = loss.detach(), x1.detach()
+            if best_loss is None:
+                first, best_loss, best_recon, reference = loss, loss, x1, loss
+            better = loss < best_loss
+            view = better.reshape(-1, 1, 1, 1)
+            best_delta = torch.where(view, delta.detach(), best_delta)
+            best_recon, best_loss = torch.where(view, x1, best_recon), torch.where(better, loss, best_loss)
+            history.append(float(loss.mean()))
+            alpha = batch.step * (1 - t / self.steps)
+            delta = self.threat.project(delta.detach() - alpha * grad / grad.abs().clamp_min(_TINY),
+                                        batch.budget, support)
+            improved = best_loss < reference * (1 - self.tolerance)
+            reference = torch.where(improved, best_loss, reference)
+            stale = 0 if bool(improved.any()) else stale + 1
+            if self.patience is not None and stale >= self.patience:
+                break
+        return best_delta, best_loss, best_recon, first, history
+
+
+def _repeat(t: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    """Tile along the batch dimension (``[t, t, ..., t]``), as the ``K`` masks are batched."""
+    return t if t is None or n == 1 else t.repeat(n, *([1] * (t.ndim - 1)))
+
+
+def _infer_generator(omega: torch.Tensor) -> RandomMask:
+    """A ``RandomMask`` with the acceleration and fully sampled centre of a Cartesian line mask."""
+    rows = omega.reshape(-1, omega.shape[-1])
+    if not bool((rows == rows[:1]).all()):
+        raise ConfigError("Omega is not a Cartesian line mask; pass mask_generator= to draw the Delta masks")
+    lines = rows[0].numpy()
+    width, count = lines.size, int(lines.sum())
+    require(count > 0, "the sampling mask acquires no k-space line", DataError)
+    lo = hi = width // 2
+    while lines[lo] and lo > 0 and lines[lo - 1]:
+        lo -= 1
+    while lines[hi] and hi + 1 < width and lines[hi + 1]:
+        hi += 1
+    # A run holding (nearly) all lines would leave no random line to vary: share at most 3/4.
+    run = min(hi - lo + 1 if lines[width // 2] else 1, max(1, 3 * count // 4))
+    acceleration = width / count
+    return RandomMask(acceleration=acceleration, center_fraction=min(run / width, 1 / acceleration))

@@ -1,0 +1,237 @@
+"""Cyclic mitigation: a valid reconstructor that stays in its ball, deterministic, exact on
+consistent models, gated by its detector, batching-invariant, restores the model, and it sees
+PGD attacks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reconguard.attacks import BPDA, PGD, ThreatModel
+from reconguard.defenses.base import Defense
+from reconguard.defenses.cyclic import CyclicMitigation, CyclicResult
+from reconguard.errors import ConfigError, DataError
+from reconguard.models import ZeroFilled, build
+from reconguard.models.base import Reconstructor
+from reconguard.physics import EquispacedMask, fft2c, ifft2c, simulate_coil_maps
+from tests.attacks.conftest import make_batch
+
+FAST = dict(steps=4, patience=None)
+THREAT = ThreatModel(domain="image", norm="linf", eps=0.01)
+
+
+def _args(batch):
+    return batch["masked_kspace"], batch["mask"]
+
+
+@pytest.fixture(scope="module")
+def unet():
+    torch.manual_seed(0)
+    return build("unet", in_chans=2, chans=4, num_pool_layers=2).eval()
+
+
+@pytest.fixture(scope="module")
+def modl():
+    """A tiny MoDL (SENSE data consistency + CNN): a PD-DL network as in the paper, untrained."""
+    torch.manual_seed(0)
+    return build("modl", num_unrolls=2, cg_iterations=6, chans=8, num_layers=3).eval()
+
+
+class Oracle(torch.nn.Module):
+    """Exactly measurement-consistent for any mask: acquired samples from the input, the rest
+    from a fixed full k-space ``truth`` (single-coil)."""
+
+    def __init__(self, truth: torch.Tensor):
+        super().__init__()
+        self.truth = truth
+
+    def forward(self, masked_kspace, mask, *, coil_maps=None):
+        truth = self.truth.repeat(masked_kspace.shape[0] // self.truth.shape[0], 1, 1, 1)
+        return ifft2c(torch.where(mask, masked_kspace, truth))
+
+
+@pytest.mark.parametrize("coils", [1, 3])
+def test_is_a_reconstructor_single_and_multi_coil(coils, unet):
+    batch = make_batch(coils=coils)
+    defense = CyclicMitigation(unet, **FAST)
+    out = defense(*_args(batch), coil_maps=batch["coil_maps"])
+    assert out.shape == (2, 1, 32, 32) and out.dtype == torch.complex64 and bool(out.isfinite().all())
+    assert isinstance(defense, Defense) and isinstance(defense, Reconstructor) and defense.name == "cyclic"
+    assert defense.differentiable is False and defense.stochastic is False
+
+
+@pytest.mark.parametrize("coils", [1, 3])
+def test_never_leaves_its_ball_and_returns_the_recon_of_its_input(coils, unet):
+    batch = make_batch(coils=coils)
+    y, mask, maps = *_args(batch), batch["coil_maps"]
+    result = CyclicMitigation(unet, **FAST).mitigate(y, mask, coil_maps=maps)
+    assert isinstance(result, CyclicResult) and result.mitigated.all()
+    budget = THREAT.budget(y, mask, coil_maps=maps)
+    torch.testing.assert_close(result.budget, budget)
+    assert torch.all(THREAT.measure(result.delta) <= budget.flatten() * (1 + 1e-5))
+    assert bool((result.delta != 0).any()) and torch.all(result.loss <= result.score)
+    assert len(result.history) == 4 and result.history[0] == pytest.approx(float(result.score.mean()))
+    with torch.no_grad():
+        again = unet(THREAT.apply(y, mask, result.delta, maps), mask, coil_maps=maps)
+    torch.testing.assert_close(result.recon, again, rtol=1e-4, atol=1e-5)
+
+
+def test_deterministic_per_seed(unet):
+    batch = make_batch(coils=3)
+    run = lambda seed: CyclicMitigation(unet, seed=seed, **FAST).mitigate(  # noqa: E731
+        *_args(batch), coil_maps=batch["coil_maps"])
+    first, second, other = run(1), run(1), run(2)
+    for name in ("recon", "delta", "score", "loss"):
+        assert torch.equal(getattr(first, name), getattr(second, name)), name
+    assert not torch.equal(first.score, other.score)
+
+
+@pytest.mark.parametrize("coils", [1, 4])
+def test_fully_sampled_zero_filled_is_cyclically_consistent(coils):
+    size = 16
+    gen = torch.Generator().manual_seed(0)
+    image = torch.complex(torch.randn(2, 1, size, size, generator=gen), torch.randn(2, 1, size, size, generator=gen))
+    maps = simulate_coil_maps(coils, (size, size)).expand(2, -1, -1, -1) if coils > 1 else None
+    kspace = fft2c(image if maps is None else image * maps)
+    mask = torch.ones(1, 1, 1, size, dtype=torch.bool)
+    result = CyclicMitigation(ZeroFilled(), **FAST).mitigate(kspace, mask, coil_maps=maps)
+    assert torch.all(result.score < 1e-5)
+    assert bool(result.recon.isfinite().all()) and torch.all(result.loss <= result.score)
+
+
+def test_oracle_model_scores_zero_clean_and_positive_attacked():
+    batch = make_batch(coils=1, seed=1)
+    y, mask = _args(batch)
+    gen = torch.Generator().manual_seed(0)
+    other = fft2c(torch.randn(y.shape, generator=gen).to(torch.complex64))
+    oracle = Oracle(torch.where(mask, y, other))
+    defense = CyclicMitigation(oracle, steps=20)
+    assert torch.all(defense.score(y, mask) < 1e-6)
+    noise = torch.complex(torch.randn(2, 1, 32, 32, generator=gen), torch.randn(2, 1, 32, 32, generator=gen))
+    budget = THREAT.budget(y, mask)
+    attacked = THREAT.apply(y, mask, THREAT.project(noise, budget, torch.ones(1, 1, 1, 1, dtype=torch.bool)))
+    result = defense.mitigate(attacked, mask)
+    assert torch.all(result.score > 1e-3)
+    assert torch.all(result.loss < 0.9 * result.score)  # the mitigation undoes part of the attack
+
+
+def test_detector_gate_returns_exactly_the_plain_reconstruction(unet):
+    clean = make_batch(coils=3)
+    y, mask, maps = *_args(clean), clean["coil_maps"]
+    defense = CyclicMitigation(unet, **FAST)
+    threshold = defense.calibrate([clean, make_batch(coils=3, seed=4)], quantile=1.0)
+    assert defense.threshold == threshold
+    result = defense.mitigate(y, mask, coil_maps=maps)
+    with torch.no_grad():
+        plain = unet(y, mask, coil_maps=maps)
+    assert not result.mitigated.any() and result.evaluations == 2
+    assert torch.equal(result.recon, plain) and not bool((result.delta != 0).any())
+    assert torch.equal(defense(y, mask, coil_maps=maps), plain)
+    # Per-slice gating: only the slice above the threshold is optimised.
+    defense.threshold = float(result.score.min())
+    gated = defense.mitigate(y, mask, coil_maps=maps)
+    low = int(result.score.argmin())
+    assert gated.mitigated.tolist() == [i != low for i in range(2)]
+    assert torch.equal(gated.recon[low], plain[low]) and not bool((gated.delta[low] != 0).any())
+    assert bool((gated.delta[1 - low] != 0).any())
+
+
+def test_calibrate_takes_scores_and_rejects_bad_input(unet):
+    defense = CyclicMitigation(unet)
+    assert defense.calibrate(torch.tensor([1.0, 2.0, 3.0]), quantile=0.5) == pytest.approx(2.0)
+    assert defense.calibrate([torch.tensor([4.0]), torch.tensor([0.0])], quantile=1.0) == pytest.approx(4.0)
+    with pytest.raises(ConfigError):
+        defense.calibrate(torch.tensor([1.0]), quantile=1.5)
+    with pytest.raises(DataError):
+        defense.calibrate([])
+
+
+@pytest.mark.parametrize("coils", [1, 3])
+def test_batching_changes_the_cost_not_the_result(coils, modl):
+    batch = make_batch(coils=coils)
+    args, maps = _args(batch), batch["coil_maps"]
+    slow = CyclicMitigation.reference(modl, steps=4)
+    fast = CyclicMitigation.reference(modl, steps=4, batched_masks=True, share_first_stage=True)
+    a, b = slow.mitigate(*args, coil_maps=maps), fast.mitigate(*args, coil_maps=maps)
+    assert (a.evaluations, b.evaluations) == (4 * 3 * 2, 4 * 2)
+    torch.testing.assert_close(a.score, b.score, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(a.loss, b.loss, rtol=1e-5, atol=1e-6)
+    # Sign steps through a CNN + CG solver amplify round-off (gradients agree to ~1e-6 relative
+    # at the start), so after a few steps the iterates agree to a small fraction of the budget.
+    torch.testing.assert_close(a.delta, b.delta, rtol=0, atol=0.05 * float(a.budget.min()))
+    torch.testing.assert_close(a.recon, b.recon, rtol=1e-4, atol=1e-4)  # image maximum ~1
+
+
+def test_reference_configuration():
+    ref = CyclicMitigation.reference(ZeroFilled())
+    assert (ref.num_masks, ref.threat.eps, ref.step_size, ref.steps, ref.stages) == (3, 0.01, 0.005, 100, 2)
+    assert ref.patience is None and ref.threshold is None and ref.jitter_scale == 6.0
+    assert not ref.batched_masks and not ref.share_first_stage
+    with pytest.raises(ConfigError):
+        CyclicMitigation.reference(ZeroFilled(), step=3)
+
+
+def test_restores_mode_and_requires_grad_and_never_touches_weight_gradients(unet):
+    unet.train()
+    unet.down_sample_layers[0].layers[0].weight.requires_grad_(False)
+    flags = [p.requires_grad for p in unet.parameters()]
+    try:
+        batch = make_batch(coils=3)
+        CyclicMitigation(unet, **FAST).mitigate(*_args(batch), coil_maps=batch["coil_maps"])
+        assert unet.training and [p.requires_grad for p in unet.parameters()] == flags
+        assert all(p.grad is None for p in unet.parameters())
+        with pytest.raises(ConfigError):  # multi-coil without coil maps
+            CyclicMitigation(unet, **FAST).mitigate(*_args(batch))
+        assert unet.training and [p.requires_grad for p in unet.parameters()] == flags
+    finally:
+        unet.down_sample_layers[0].layers[0].weight.requires_grad_(True)
+        unet.eval()
+
+
+def test_delta_masks_differ_from_omega_and_share_its_acceleration():
+    batch = make_batch(coils=1, batch=1, seed=3)
+    _, mask = _args(batch)
+    defense = CyclicMitigation(ZeroFilled())
+    deltas = defense._delta_masks(mask, (32, 32))
+    assert deltas.shape == (3, 1, 1, 1, 32) and deltas.dtype == torch.bool
+    lines = [d.flatten() for d in deltas[:, 0]]
+    assert all(not torch.equal(d, mask.flatten()) for d in lines)
+    assert len({tuple(d.tolist()) for d in lines}) == 3
+    assert abs(float(deltas.float().mean()) - float(mask.float().mean())) < 0.15
+    assert torch.equal(deltas, defense._delta_masks(mask, (32, 32)))
+    custom = CyclicMitigation(ZeroFilled(), mask_generator=EquispacedMask(acceleration=4, center_fraction=0.08))
+    assert custom._delta_masks(mask, (32, 32)).float().sum(dim=-1).max() <= 32 / 4 + 3
+
+
+def test_stages_and_options():
+    batch = make_batch(coils=1)
+    args = _args(batch)
+    two = CyclicMitigation(ZeroFilled(), stages=2).score(*args)
+    three = CyclicMitigation(ZeroFilled(), stages=3).score(*args)
+    assert three.shape == (2,) and bool(three.isfinite().all()) and not torch.equal(two, three)
+    for bad in (dict(stages=1), dict(num_masks=0), dict(eps=-1.0), dict(patience=0), dict(threshold=float("nan"))):
+        with pytest.raises(ConfigError):
+            CyclicMitigation(ZeroFilled(), **bad)
+    point_mask = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0)) < 0.3
+    with pytest.raises(ConfigError):
+        CyclicMitigation(ZeroFilled()).score(args[0] * point_mask, point_mask)
+
+
+def test_pgd_attacked_inputs_score_higher_and_are_mitigated(modl):
+    batch = make_batch(coils=3, batch=4, seed=5)
+    y, mask, maps, target = *_args(batch), batch["coil_maps"], batch["target"]
+    attack = PGD(THREAT, steps=10)(modl, y, mask, target=target, coil_maps=maps)
+    defense = CyclicMitigation(modl, steps=30)
+    clean_score = defense.score(y, mask, coil_maps=maps)
+    result = defense.mitigate(attack.adv_kspace, mask, coil_maps=maps)
+    assert torch.all(result.score > clean_score)
+    error = lambda recon: (recon.abs() - target).pow(2).flatten(1).mean(dim=1)  # noqa: E731
+    assert torch.all(error(result.recon) < error(attack.recon))
+
+
+def test_adaptive_attack_runs_through_bpda(unet):
+    batch = make_batch(coils=1)
+    defense = CyclicMitigation(unet, steps=2, patience=None)
+    result = PGD(THREAT, steps=2)(BPDA(defense, unet), *_args(batch), target=batch["target"])
+    assert torch.all(THREAT.measure(result.delta) <= result.budget.flatten() * (1 + 1e-5))
+    assert bool(result.recon.isfinite().all()) and result.loss.shape == (2,)
