@@ -84,6 +84,9 @@ def test_deterministic_per_seed(unet):
     for name in ("recon", "delta", "score", "loss"):
         assert torch.equal(getattr(first, name), getattr(second, name)), name
     assert not torch.equal(first.score, other.score)
+    alone = CyclicMitigation(unet, seed=1).score(batch["masked_kspace"][1:], batch["mask"][1:],
+                                                 coil_maps=batch["coil_maps"][1:])
+    torch.testing.assert_close(alone, first.score[1:])  # a slice's score does not depend on its batch
 
 
 @pytest.mark.parametrize("coils", [1, 4])

@@ -1,6 +1,14 @@
-"""Defenses: each wraps a reconstructor and is itself a reconstructor (so attacks can target it)."""
+"""Defenses: each wraps a reconstructor and is itself a reconstructor (so attacks can target it).
+
+- :class:`CyclicMitigation`: training-free cyclic measurement-consistency mitigation with an
+  attack detector (Saberi, Zhang, Akçakaya, arXiv:2501.01908).
+- :class:`RandomizedSmoothing`: SMUG denoiser smoothing of unrolled networks, or input smoothing.
+- Robust training (PGD-AT, free AT, FNAF-robust, smoothing-aware) lives in
+  :mod:`reconguard.defenses.training` and runs through ``reconguard train --robust``.
+"""
 
 from reconguard.defenses.base import Defense
+from reconguard.defenses.cyclic import CyclicMitigation, CyclicResult
 from reconguard.defenses.smoothing import DENOISER_PATHS, RandomizedSmoothing, SmoothedDenoiser
 
-__all__ = ["DENOISER_PATHS", "Defense", "RandomizedSmoothing", "SmoothedDenoiser"]
+__all__ = ["DENOISER_PATHS", "CyclicMitigation", "CyclicResult", "Defense", "RandomizedSmoothing", "SmoothedDenoiser"]

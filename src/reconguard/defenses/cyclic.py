@@ -22,7 +22,7 @@ Readings of the reference (arXiv:2501.01908 and its code) where it leaves room:
   of ``x2 .. xS``; ``S = 2`` is the reference.
 - *Jitter.* Circular complex Gaussian noise on the full grid, per slice and coil of RMS
   ``jitter_scale`` times the RMS residual ``y - P_Omega A x1`` on the acquired samples of the
-  *given* input, drawn once per call from ``seed`` and kept for all iterations and masks. The
+  *given* input; one pattern, drawn from ``seed``, for every slice, iteration and mask. The
   reference measures the residual on the clean input (unknown to a user), uses equal real and
   imaginary parts and scale 6 (:meth:`CyclicMitigation.reference`); the default 1 matches it.
 - *Masks.* ``num_masks`` masks per slice from ``mask_generator`` (default: a
@@ -284,9 +284,10 @@ class CyclicMitigation(Defense):
         y = y.detach()
         omega = mask.expand(batch, *mask.shape[1:])
         deltas = self._delta_masks(omega, (height, width)).to(y.device)
-        gen = torch.Generator(device=y.device).manual_seed(self.seed)
-        real = torch.randn(y.shape, generator=gen, device=y.device)
-        noise = torch.complex(real, torch.randn(y.shape, generator=gen, device=y.device))
+        # One unit-noise pattern shared by all slices: a slice's score does not depend on its batch.
+        gen, shape = torch.Generator(device=y.device).manual_seed(self.seed), (1, *y.shape[1:])
+        real = torch.randn(shape, generator=gen, device=y.device)
+        noise = torch.complex(real, torch.randn(shape, generator=gen, device=y.device)).expand(y.shape)
         step = ThreatModel(domain="image", norm="linf", eps=self.step_size).budget(y, omega, coil_maps=maps)
         budget = self.threat.budget(y, omega, coil_maps=maps)
         return _Batch(y, omega, maps, deltas, noise * 0.5**0.5, budget, step)
@@ -349,8 +350,8 @@ class CyclicMitigation(Defense):
         target, noise = _repeat(y, n), _repeat(jitter, n)
         total = 0.0
         for stage in range(1, self.stages):
-            delta = batch.deltas[[(k + stage - 1) % num for k in group]].flatten(0, 1)
-            x = self._reconstruct(MRIOperator(delta, maps)(x) + delta * noise, delta, maps)
+            other = batch.deltas[[(k + stage - 1) % num for k in group]].flatten(0, 1)
+            x = self._reconstruct(MRIOperator(other, maps)(x) + other * noise, other, maps)
             measured = MRIOperator(omega, maps)(x)
             error = (measured - target).flatten(1).norm(dim=1)
             total = total + error / measured.flatten(1).norm(dim=1).clamp_min(_TINY)
@@ -358,7 +359,7 @@ class CyclicMitigation(Defense):
 
     # -- the mitigation --------------------------------------------------------------------
 
-    def _optimise(self, batch: _Batch):
+    def _optimise(self, batch: _Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[float]]:
         """Projected sign-gradient descent on the cyclic loss; the best iterate per slice.
 
         Returns ``(delta, loss, recon, loss at delta = 0, history)``.
