@@ -9,6 +9,16 @@
 
 from reconguard.defenses.base import Defense
 from reconguard.defenses.cyclic import CyclicMitigation, CyclicResult
+from reconguard.defenses.registry import DEFENSES, build_defense
 from reconguard.defenses.smoothing import DENOISER_PATHS, RandomizedSmoothing, SmoothedDenoiser
 
-__all__ = ["DENOISER_PATHS", "CyclicMitigation", "CyclicResult", "Defense", "RandomizedSmoothing", "SmoothedDenoiser"]
+__all__ = [
+    "DEFENSES",
+    "DENOISER_PATHS",
+    "CyclicMitigation",
+    "CyclicResult",
+    "Defense",
+    "RandomizedSmoothing",
+    "SmoothedDenoiser",
+    "build_defense",
+]
