@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from reconguard.attacks import make_features
-from reconguard.attacks.fnaf import insert_features
+from reconguard.attacks.insertion import insert_features
 from reconguard.attacks.losses import reconstruction_error
 from reconguard.cli.main import main
 from reconguard.data import SliceDataset

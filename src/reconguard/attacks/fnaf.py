@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from typing import Iterable, Literal
 
 import torch
-import torch.nn.functional as F
 
 from reconguard.attacks.base import frozen
 from reconguard.attacks.features import (
@@ -49,114 +48,11 @@ from reconguard.attacks.features import (
     make_features,
     select_candidates,
 )
-from reconguard.errors import ConfigError, DataError
+from reconguard.attacks.insertion import Scene, dilate, region_mean
+from reconguard.errors import ConfigError
 from reconguard.models.base import Reconstructor
 from reconguard.models.zero_filled import zero_filled
-from reconguard.physics.fft import fft2c
 from reconguard.physics.operators import validate_kspace
-
-
-@dataclass(frozen=True)
-class _Scene:
-    """One batch prepared for insertion; ``kspace`` is the fully sampled k-space of the base image."""
-
-    kspace: torch.Tensor  # (B, C, H, W)
-    magnitude: torch.Tensor  # (B, 1, H, W) |base image|
-    phase: torch.Tensor  # (B, 1, H, W) unit complex: the phase a feature takes on
-    scale: torch.Tensor  # (B,)
-    mask: torch.Tensor  # (B, ...) bool
-    coil_maps: torch.Tensor | None
-
-    @staticmethod
-    def build(kspace, mask, coil_maps, max_value, insertion: str) -> "_Scene":
-        batch, coils = kspace.shape[:2]
-        if coils > 1 and coil_maps is None:
-            raise ConfigError("FNAF on multi-coil k-space needs coil_maps to re-simulate the acquisition")
-        if coil_maps is not None and coil_maps.shape != kspace.shape:
-            raise DataError(f"coil_maps shape {tuple(coil_maps.shape)} differs from k-space {tuple(kspace.shape)}")
-        image = zero_filled(kspace, coil_maps)
-        magnitude = image.abs()
-        if insertion == "magnitude" or (insertion == "auto" and coils == 1):
-            # The paper's single-coil model: the magnitude image, re-acquired with zero phase.
-            image = magnitude.to(kspace.dtype)
-            kspace = fft2c(image if coil_maps is None else image * coil_maps)
-        phase = torch.where(magnitude > 0, image / magnitude.clamp_min(1e-30), torch.ones_like(image))
-        scale = magnitude.flatten(1).amax(dim=1) if max_value is None else max_value.to(magnitude)
-        if scale.shape != (batch,) or not bool((torch.isfinite(scale) & (scale > 0)).all()):
-            raise DataError(f"max_value must be positive and finite with shape ({batch},), got {tuple(scale.shape)}")
-        return _Scene(kspace, magnitude, phase, scale, mask.to(torch.bool).expand(batch, *mask.shape[1:]), coil_maps)
-
-    def repeat(self, tensor: torch.Tensor | None, num: int) -> torch.Tensor | None:
-        """A per-slice tensor repeated for ``num`` candidates per slice (slice-major)."""
-        return None if tensor is None else tensor.repeat_interleave(num, dim=0)
-
-    def insert(self, features: Features) -> tuple[torch.Tensor, ...]:
-        """Fully sampled k-space with each feature, the feature's own k-space, target and mask.
-
-        ``k' = k + F S (f exp(i phase))``: exact re-simulation for data consistent with the maps,
-        and it keeps measured data (noise included) untouched elsewhere.
-
-        Shapes:
-            ``(B, K)`` flattened to ``BK``: k-spaces ``(BK, C, H, W)``, target and mask ``(BK, 1, H, W)``
-        """
-        num = features.intensity.shape[1]
-        masks = features.mask(tuple(self.magnitude.shape[-2:])).flatten(0, 1)
-        bump = masks * (features.intensity * self.scale[:, None]).reshape(-1, 1, 1, 1)
-        delta, maps = bump * self.repeat(self.phase, num), self.repeat(self.coil_maps, num)
-        feature_kspace = fft2c(delta if maps is None else delta * maps)
-        target = self.repeat(self.magnitude, num) + bump
-        return self.repeat(self.kspace, num) + feature_kspace, feature_kspace, target, masks
-
-
-@dataclass(frozen=True)
-class Insertion:
-    """Features inserted into fully sampled k-space and re-acquired (no model involved).
-
-    Attributes:
-        adv_kspace: Under-sampled k-space of the image with the feature.
-        target: Fully sampled magnitude image with the feature (``|base| + feature``).
-        feature_mask, loss_mask: The feature's pixels, and them dilated by ``dilation`` pixels.
-        intensity: Absolute feature amplitude.
-
-    Shapes:
-        ``(B, K)`` candidates flattened slice-major to ``BK``: adv_kspace ``(BK, C, H, W)``;
-        target, feature_mask, loss_mask ``(BK, 1, H, W)``; intensity ``(BK,)``
-    """
-
-    adv_kspace: torch.Tensor
-    target: torch.Tensor
-    feature_mask: torch.Tensor
-    loss_mask: torch.Tensor
-    intensity: torch.Tensor
-
-
-def insert_features(
-    kspace: torch.Tensor,
-    mask: torch.Tensor,
-    features: Features,
-    *,
-    coil_maps: torch.Tensor | None = None,
-    max_value: torch.Tensor | None = None,
-    insertion: Literal["auto", "magnitude", "complex"] = "auto",
-    dilation: int = 5,
-) -> Insertion:
-    """Insert given features exactly as :class:`FNAF` does (see its ``insertion`` and ``dilation``).
-
-    Shapes:
-        kspace, coil_maps ``(B, C, H, W)`` fully sampled; mask broadcastable; max_value ``(B,)``;
-        features from :func:`make_features` with ``B`` slices
-
-    References:
-        Cheng et al., MIDL 2020 (PMLR 121:121-135).
-    """
-    validate_kspace(kspace, mask, name="feature insertion input")
-    if insertion not in ("auto", "magnitude", "complex") or dilation < 0:
-        raise ConfigError(f"invalid insertion {insertion!r} or dilation {dilation}; see FNAF's docstring")
-    scene = _Scene.build(kspace, mask, coil_maps, max_value, insertion)
-    full, _, target, masks = scene.insert(features.to(kspace.device))
-    measured = scene.repeat(scene.mask, features.intensity.shape[1])
-    intensity = (features.intensity.to(kspace.device) * scene.scale[:, None]).flatten()
-    return Insertion(full * measured, target, masks, _dilate(masks, dilation), intensity)
 
 
 @dataclass(frozen=True)
@@ -174,7 +70,7 @@ class _Run:
     """The model, the prepared batch, its clean reconstruction and the running tallies."""
 
     model: Reconstructor
-    scene: _Scene
+    scene: Scene
     clean: torch.Tensor  # (B, 1, H, W) complex reconstruction of the input without a feature
     evaluations: int = 1
     candidates: int = 0
@@ -322,7 +218,7 @@ class FNAF:
         start = time.perf_counter()
         generator = generator if generator is not None else torch.Generator().manual_seed(self.seed)
         with frozen(model), torch.no_grad():
-            scene = _Scene.build(kspace, mask, coil_maps, max_value, self.insertion)
+            scene = Scene.build(kspace, mask, coil_maps, max_value, self.insertion)
             clean = model(scene.kspace * scene.mask, scene.mask, coil_maps=scene.coil_maps)
             run = _Run(model, scene, clean)
             features = make_features(
@@ -349,7 +245,7 @@ class FNAF:
         clean, base = scene.repeat(run.clean.abs(), num), scene.repeat(scene.magnitude, num)
         loss, feature_loss, region_loss, region = self._losses(recon, target, masks, scale, clean, base)
         # By linearity, zero-filled(with) - zero-filled(without) is the feature's own zero-filled image.
-        information = _region_mean(zero_filled(feature_kspace * measured, maps), region) / scale.square()
+        information = region_mean(zero_filled(feature_kspace * measured, maps), region) / scale.square()
         scores = _Scores(*(t.reshape(batch, num) for t in (loss, feature_loss, information, region_loss)))
         run.evaluations += 1
         if tally:
@@ -363,12 +259,12 @@ class FNAF:
         ``clean`` is the reconstruction without the feature and ``base`` the target without it,
         so ``target - base`` is the feature and ``|recon| - clean`` what the model made of it.
         """
-        region = _dilate(masks, self.dilation)
+        region = dilate(masks, self.dilation)
         norm = scale.reshape(-1, 1, 1, 1)
         error = (recon.abs() - target) / norm
-        feature_loss = _region_mean((recon.abs() - clean - (target - base)) / norm, region)
+        feature_loss = region_mean((recon.abs() - clean - (target - base)) / norm, region)
         loss = self.alpha * error.square().flatten(1).mean(dim=1) + self.beta * feature_loss
-        return loss, feature_loss, _region_mean(error, region), region
+        return loss, feature_loss, region_mean(error, region), region
 
     def _best(self, features: Features, scores: _Scores) -> tuple[Features, _Scores]:
         """Per slice, the highest-loss accepted candidate (the highest-loss one if none is)."""
@@ -400,7 +296,7 @@ class FNAF:
         scores, (adv, recon, target, masks, region) = self._evaluate(run, best, tally=False)
         accepted = scores.information[:, 0] >= self.info_threshold
         scale = run.scene.scale.reshape(-1, 1, 1, 1)
-        control = _region_mean((run.clean.abs() - run.scene.magnitude) / scale, region)
+        control = region_mean((run.clean.abs() - run.scene.magnitude) / scale, region)
         return FNAFResult(
             adv_kspace=adv, recon=recon, clean_recon=run.clean, target=target, feature_mask=masks, loss_mask=region,
             intensity=best.intensity[:, 0] * run.scene.scale, position=best.position[:, 0],
@@ -409,17 +305,6 @@ class FNAF:
             region_loss=scores.region_loss[:, 0], control_region_loss=control, rejected=run.rejected,
             candidates=run.candidates, evaluations=run.evaluations, seconds=time.perf_counter() - start,
         )
-
-
-def _dilate(masks: torch.Tensor, dilation: int) -> torch.Tensor:
-    """Boolean masks ``(N, 1, H, W)`` dilated by a ``(2 dilation + 1)``-pixel square."""
-    return F.max_pool2d(masks.float(), 2 * dilation + 1, stride=1, padding=dilation) > 0
-
-
-def _region_mean(values: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
-    """Per-slice mean of ``|values|^2`` over a boolean region ``(N, 1, H, W)``."""
-    weight = region.to(values.real.dtype).flatten(1)
-    return (values.abs().square().flatten(1) * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1.0)
 
 
 @dataclass(frozen=True)

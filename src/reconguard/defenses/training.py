@@ -295,7 +295,7 @@ def feature_batch(
         sample: The clean batch (its ``target`` gets the feature added, centre-cropped).
         masked_kspace, mask: The clean measurement (kept where a slice is not ``accepted``).
         inserted: An :class:`~reconguard.attacks.FNAFResult` or
-            :class:`~reconguard.attacks.fnaf.Insertion` with one feature per slice.
+            :class:`~reconguard.attacks.insertion.Insertion` with one feature per slice.
         accepted: Slices whose feature passed the information check (default: all).
 
     Shapes:
