@@ -39,15 +39,6 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from reconguard.data import build_dataset
-
-    out = tmp_path_factory.mktemp("data")
-    build_dataset(out, source="phantom", size=32, seed=0, progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
 def tiny_unet(tmp_path_factory):
     from reconguard.models import build, save
 

@@ -31,15 +31,6 @@ def test_parser_lists_every_subcommand():
         assert name in help_text
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from reconguard.data import build_dataset
-
-    out = tmp_path_factory.mktemp("data")
-    build_dataset(out, source="phantom", size=32, seed=0, progress=False)
-    return out
-
-
 def _bad_cases(tiny_data, tmp_path):
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(b"not a checkpoint")

@@ -12,15 +12,6 @@ from reconguard.cli.main import main
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from reconguard.data import build_dataset
-
-    out = tmp_path_factory.mktemp("data")
-    build_dataset(out, source="phantom", size=32, seed=0, progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
 def tiny_modl(tmp_path_factory):
     from reconguard.models import build, save
 

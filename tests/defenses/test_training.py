@@ -46,15 +46,6 @@ MODES = [
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from reconguard.data import build_dataset
-
-    out = tmp_path_factory.mktemp("data")
-    build_dataset(out, source="phantom", size=32, seed=0, progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
 def clean_run(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("clean")
     train(_config(tiny_data, out, epochs=1), progress=False)
@@ -95,25 +86,13 @@ def test_each_mode_trains_an_epoch_and_writes_a_run(robust, options, tiny_data, 
 
 
 @pytest.mark.parametrize("robust, options", MODES)
-def test_robust_runs_resume_bit_identically(robust, options, tiny_data, tmp_path, monkeypatch):
+def test_robust_runs_resume_bit_identically(robust, options, tiny_data, tmp_path, interrupt_training):
     config = lambda out: _config(tiny_data, out, robust=robust, robust_config=options)  # noqa: E731
     straight = tmp_path / "straight"
     train(config(straight), progress=False)
 
     interrupted = tmp_path / "interrupted"
-    real_step = torch.optim.Adam.step
-    calls = {"n": 0}
-
-    def flaky_step(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real_step(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.Adam, "step", flaky_step)
-    with pytest.raises(KeyboardInterrupt):
-        train(config(interrupted), progress=False, checkpoint_seconds=0)
-    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
+    interrupt_training(config(interrupted))
     saved = torch.load(interrupted / "state.pt", weights_only=True)
     passes = options.get("replays", 1) if options.get("method") == "free" else 1
     assert (saved["epoch"], saved["step"]) == (0, 2 // passes)

@@ -14,15 +14,6 @@ from reconguard.training import TrainConfig, train
 from reconguard.training.presets import CPU_PRESETS
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from reconguard.data import build_dataset
-
-    out = tmp_path_factory.mktemp("data")
-    build_dataset(out, source="phantom", size=32, seed=0, progress=False)
-    return out
-
-
 def _config(data, out, **overrides) -> TrainConfig:
     base = dict(
         model="unet",
@@ -51,24 +42,12 @@ def test_training_improves_and_writes_run(tiny_data, tmp_path):
     assert best.config["chans"] == 4 and best.config["num_pool_layers"] == 2
 
 
-def test_resume_after_interruption_matches_uninterrupted(tiny_data, tmp_path, monkeypatch):
+def test_resume_after_interruption_matches_uninterrupted(tiny_data, tmp_path, interrupt_training):
     straight = tmp_path / "straight"
     train(_config(tiny_data, straight), progress=False)
 
     interrupted = tmp_path / "interrupted"
-    real_step = torch.optim.Adam.step
-    calls = {"n": 0}
-
-    def flaky_step(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real_step(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.Adam, "step", flaky_step)
-    with pytest.raises(KeyboardInterrupt):
-        train(_config(tiny_data, interrupted), progress=False, checkpoint_seconds=0)
-    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
+    interrupt_training(_config(tiny_data, interrupted))
     saved = torch.load(interrupted / "state.pt", weights_only=True)
     assert (saved["epoch"], saved["step"]) == (0, 2)
 
@@ -92,7 +71,7 @@ def test_different_config_in_same_dir_is_refused(tiny_data, tmp_path):
     assert len(history) == 1
 
 
-def test_time_budget_stops_and_validates(tiny_data, tmp_path, monkeypatch):
+def test_time_budget_stops_and_validates(tiny_data, tmp_path):
     history = train(_config(tiny_data, tmp_path, epochs=50, max_minutes=1e-4), progress=False)
     assert len(history) == 1 and history[0]["epoch"] == 0
 

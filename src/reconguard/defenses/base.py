@@ -13,48 +13,26 @@ References:
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-import torch
 from torch import nn
 
 from reconguard.errors import ConfigError
-from reconguard.physics.operators import validate_kspace
+from reconguard.models.base import ReconstructorModule
 
 
-class Defense(nn.Module):
+class Defense(ReconstructorModule):
     """Base class of defenses: ``model`` is the protected reconstructor.
 
-    Subclasses set :attr:`name` and the two flags (as class attributes or in ``__init__``) and
-    implement :meth:`_defend`; input validation happens once here.
+    A defense is a :class:`~reconguard.models.base.ReconstructorModule` (input validation happens
+    once, there); subclasses set :attr:`name` and the two flags (as class attributes or in
+    ``__init__``) and implement ``_reconstruct``.
 
     Attributes:
         differentiable: Gradients through the defense are meaningful (else attack with BPDA).
         stochastic: Two calls on the same input may differ (attack with EOT).
     """
 
-    name: ClassVar[str] = ""
-    differentiable: bool = True
-    stochastic: bool = False
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
+    def __init__(self, model: nn.Module, **config):
+        super().__init__(**config)
         if not callable(model):
             raise ConfigError(f"a defense wraps a reconstructor, got {type(model).__name__}")
         self.model = model
-
-    def forward(
-        self,
-        masked_kspace: torch.Tensor,
-        mask: torch.Tensor,
-        *,
-        coil_maps: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Defended reconstruction; same shapes as :class:`~reconguard.models.base.Reconstructor`."""
-        validate_kspace(masked_kspace, mask, name=f"{self.name or type(self).__name__} input")
-        return self._defend(masked_kspace, mask.to(torch.bool), coil_maps)
-
-    def _defend(
-        self, masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None
-    ) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError

@@ -264,7 +264,7 @@ class CyclicMitigation(Defense):
             return self.score(item[0], item[1], coil_maps=item[2] if len(item) == 3 else None)
         raise ConfigError(f"calibrate expects scores or clean batches, got {type(item).__name__}")
 
-    def _defend(self, masked_kspace: torch.Tensor, mask: torch.Tensor,
+    def _reconstruct(self, masked_kspace: torch.Tensor, mask: torch.Tensor,
                 coil_maps: torch.Tensor | None) -> torch.Tensor:
         return self.mitigate(masked_kspace, mask, coil_maps=coil_maps).recon
 

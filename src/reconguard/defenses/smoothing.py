@@ -303,7 +303,7 @@ class RandomizedSmoothing(Defense):
             self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
         return self._generators[device]
 
-    def _defend(
+    def _reconstruct(
         self, masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None
     ) -> torch.Tensor:
         if self.sigma == 0:
