@@ -63,7 +63,7 @@ def test_bad_input_is_one_line_exit_2(case, tiny_data, tmp_path, capsys):
 
 
 def test_evaluate_prints_table(tiny_data, tmp_path, capsys):
-    report = tmp_path / "results.json"
+    report = tmp_path / "new" / "results.json"  # the directory is created
     code, out, _ = _run(
         ["evaluate", "--model", "zero_filled", "--model", "cs_tv", "--data", str(tiny_data), "--quiet",
          "--json", str(report)],

@@ -60,5 +60,8 @@ def run(args: argparse.Namespace) -> int:
         per_volume[spec] = [r.__dict__ for r in results]
     print(metrics_table(rows, title=f"{args.split} split, {args.acceleration:g}x {args.mask} mask"))
     if args.json is not None:
-        args.json.write_text(json.dumps({"summary": dict(rows), "volumes": per_volume}, indent=2))
+        from reconguard.cli.rundir import write_text
+
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        write_text(args.json, json.dumps({"summary": dict(rows), "volumes": per_volume}, indent=2))
     return 0
