@@ -29,7 +29,8 @@ test-slow: $(STAMP)
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
 
-# Every number in docs/results.md (about 25 minutes on a 2-core CPU).
+# Every number in docs/results.md (about an hour on a 2-core CPU).
 results: $(STAMP)
 	bash scripts/results_core.sh
 	bash scripts/results_attacks.sh
+	bash scripts/results_defenses.sh

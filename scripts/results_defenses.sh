@@ -12,12 +12,12 @@ work=${1:-runs/results}
 bin=.venv/bin
 "$bin/reconguard" data build --out "$work/data" --quiet
 "$bin/reconguard" train --model unet --data "$work/data" --out "$work/unet-4x" --quiet
-# (b) FNAF-robust fine-tuning: 10 epochs from the standard U-Net, the papers' MSE objective.
+# (b) FNAF-robust fine-tuning: 10 epochs at lr 1e-4 from the standard U-Net, the papers' MSE objective.
 "$bin/reconguard" train --init "$work/unet-4x/best" --data "$work/data" --out "$work/unet-4x-fnaf" \
-    --robust fnaf --loss mse --epochs 10 --quiet
-# (c) PGD adversarial fine-tuning: 10 epochs, k-space l2 eps 0.02, 3 PGD steps per batch.
+    --robust fnaf --loss mse --epochs 10 --lr 1e-4 --quiet
+# (c) PGD adversarial fine-tuning: 10 epochs at lr 1e-4, k-space l2 eps 0.02, 3 PGD steps per batch.
 "$bin/reconguard" train --init "$work/unet-4x/best" --data "$work/data" --out "$work/unet-4x-pgd" \
-    --robust pgd --epochs 10 --quiet
+    --robust pgd --epochs 10 --lr 1e-4 --quiet
 for model in unet-4x unet-4x-fnaf unet-4x-pgd; do
     "$bin/reconguard" evaluate --data "$work/data" --model "$work/$model/best" --quiet \
         --json "$work/defenses/clean-$model.json"
