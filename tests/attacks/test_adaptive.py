@@ -81,8 +81,9 @@ def test_pgd_uses_eot_on_stochastic_wrappers(single):
     assert wrapped.stochastic
     result = PGD(THREAT, steps=2)(wrapped, single["masked_kspace"], single["mask"], target=single["target"])
     batch = single["masked_kspace"].shape[0]
-    # clean reference, 2 steps + final with 8 EOT draws each, then 3 single-draw final recons
-    assert jitter.batches == [batch] + [8 * batch] * 3 + [batch] * 3
+    # clean recon (computed once, reused in the result), 2 steps + final with 8 EOT draws each,
+    # then the attacked and the noise recons
+    assert jitter.batches == [batch] + [8 * batch] * 3 + [batch] * 2
     assert torch.all(result.loss >= result.noise_loss)
     assert BPDA(ZeroFilled(), Jitter()).stochastic  # random gradients call for EOT too
 

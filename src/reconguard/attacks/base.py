@@ -48,13 +48,14 @@ class AttackContext:
     """Everything an attack needs about one batch; built by :class:`Attack`.
 
     Shapes:
-        masked_kspace: ``(B, C, H, W)``; reference, region: ``(B, 1, h, w)``;
+        masked_kspace: ``(B, C, H, W)``; clean_recon ``(B, 1, H, W)``; reference, region: ``(B, 1, h, w)``;
         budget: ``(B, 1 or C, 1, 1)``; support: broadcastable to the delta shape
     """
 
     model: Reconstructor
     threat: ThreatModel
     loss_fn: AttackLoss
+    clean_recon: torch.Tensor
     masked_kspace: torch.Tensor
     mask: torch.Tensor
     coil_maps: torch.Tensor | None
@@ -65,7 +66,7 @@ class AttackContext:
     support: torch.Tensor
     generator: torch.Generator
     eot_samples: int = 1
-    evaluations: int = field(default=0)
+    evaluations: int = field(default=1)  # the clean reconstruction
 
     @property
     def delta_shape(self) -> tuple[int, ...]:
@@ -226,7 +227,7 @@ class Attack:
             delta = ctx.project(delta.detach())
             noise = same_norm_noise(self.threat, delta, ctx.support, ctx.generator)
             with torch.no_grad():
-                recons = [ctx.reconstruct(d) for d in (delta, torch.zeros_like(delta), noise)]
+                recons = [ctx.reconstruct(delta), ctx.clean_recon, ctx.reconstruct(noise)]
                 losses = [self._final_loss(ctx, r) for r in recons]
         return AttackResult(
             threat=self.threat,
@@ -266,6 +267,7 @@ class Attack:
             model=model,
             threat=self.threat,
             loss_fn=self.loss,
+            clean_recon=clean,
             masked_kspace=masked_kspace,
             mask=mask,
             coil_maps=coil_maps,
