@@ -3,20 +3,15 @@
 **The k-space is simulated.** No raw k-space ships with reconguard or with its sources; every
 file is synthesised from a magnitude image:
 
-1. Load a 3-D volume: ``mni152`` (the ICBM 2009 T1 template inside the nilearn wheel, 1 mm),
-   ``colin27`` (the Colin 27 T1 average, Debian package ``mricron-data``) or ``phantom`` (a 3-D
-   modified Shepp-Logan phantom with a few small bright and dark lesions; numpy only).
-   Intensities are scaled so the volume maximum is 1.
-2. Cut it into axial, coronal and sagittal slices (three orientations: more, and more varied,
-   training data), drop the edge slices with little anatomy (tissue area below 20% of the
-   largest slice of that orientation), zero-pad each slice to a square and resample it to
-   ``size x size`` (``scipy.ndimage.zoom``, linear).
-3. Multiply by a smooth random phase (a seeded second-order polynomial field spanning about
+1. Load a 3-D volume (``mni152``, ``colin27`` or ``phantom``) scaled to maximum 1 and cut it into
+   square axial, coronal and sagittal slices without empty edges: see
+   :mod:`reconguard.data.anatomy` for the sources and the slicing.
+2. Multiply by a smooth random phase (a seeded second-order polynomial field spanning about
    ``[-pi, pi]``) and, for ``coils > 1``, by simulated birdcage coil maps (one random array
    rotation per volume); take the centred orthonormal FFT; add complex Gaussian noise whose real
    and imaginary parts each have standard deviation ``noise`` (relative to an image maximum of 1;
    the FFT is orthonormal, so the image-domain noise has the same standard deviation).
-4. The target is computed like fastMRI's, from the noisy fully sampled data: ``|ifft2c(kspace)|``
+3. The target is computed like fastMRI's, from the noisy fully sampled data: ``|ifft2c(kspace)|``
    (single-coil, ``reconstruction_esc``) or its root-sum-of-squares (multi-coil,
    ``reconstruction_rss``). Multi-coil files also store the true ``sensitivity_maps``.
 
@@ -27,12 +22,6 @@ assigns blocks to train/val/test, at least one each. Each block is one volume fi
 neighbouring, nearly identical slices never straddle two splits. All blocks come from one head,
 and the three orientations cut through the same anatomy: the splits are disjoint in slices, not
 in subjects. ``OUT/dataset.json`` is written last; its presence marks a complete build.
-
-References:
-    Fonov et al., "Unbiased average age-appropriate atlases for pediatric studies",
-    NeuroImage 2011 (MNI152 ICBM 2009); Holmes et al., "Enhancement of MR images using
-    registration for signal averaging", JCAT 1998 (Colin 27); Shepp & Logan, "The Fourier
-    reconstruction of a head section", IEEE TNS 1974.
 """
 
 from __future__ import annotations
