@@ -25,7 +25,7 @@ import torch
 
 from reconguard.attacks.base import Attack, AttackResult, frozen
 from reconguard.errors import ConfigError
-from reconguard.metrics import nmse, psnr, ssim
+from reconguard.metrics import slice_metrics
 from reconguard.models.base import Reconstructor
 from reconguard.physics.masks import MaskGenerator
 from reconguard.physics.operators import center_crop
@@ -142,12 +142,11 @@ def _evaluate(
 
 
 def _metrics(target: torch.Tensor, recons: dict[str, torch.Tensor], peak) -> dict[str, dict[str, torch.Tensor]]:
-    images = {c: center_crop(r.abs(), target.shape[-2:]).to(target.dtype) for c, r in recons.items()}
-    return {
-        "psnr": {c: psnr(target, x, data_range=peak, reduction="none") for c, x in images.items()},
-        "ssim": {c: ssim(target, x, data_range=peak, reduction="none") for c, x in images.items()},
-        "nmse": {c: nmse(target, x, reduction="none") for c, x in images.items()},
+    scores = {
+        c: slice_metrics(target, center_crop(r.abs(), target.shape[-2:]).to(target.dtype), data_range=peak)
+        for c, r in recons.items()
     }
+    return {metric: {c: scores[c][metric] for c in scores} for metric in ("psnr", "ssim", "nmse")}
 
 
 def transfer_matrix(

@@ -302,15 +302,12 @@ def _damage(row: dict[str, Any]) -> float:
     return row["feature_loss"] if "feature_loss" in row else row["psnr_clean"] - row["psnr_attacked"]
 
 
-def _metric_values(target, peak, images: dict[str, Any]) -> dict[str, Any]:
-    from reconguard.metrics import nmse, psnr, ssim
+def metric_values(target, peak, images: dict[str, Any]) -> dict[str, Any]:
+    """``{"<metric>_<condition>": (B,)}`` for every image of ``images``."""
+    from reconguard.metrics import slice_metrics
 
-    functions = {
-        "psnr": lambda image: psnr(target, image, data_range=peak, reduction="none"),
-        "ssim": lambda image: ssim(target, image, data_range=peak, reduction="none"),
-        "nmse": lambda image: nmse(target, image, reduction="none"),
-    }
-    return {f"{m}_{c}": functions[m](image) for m in METRICS for c, image in images.items()}
+    scores = {condition: slice_metrics(target, image, data_range=peak) for condition, image in images.items()}
+    return {f"{metric}_{condition}": scores[condition][metric] for metric in METRICS for condition in scores}
 
 
 def _perturbation_rows(batch, masked_kspace, mask, result, context):
@@ -326,7 +323,7 @@ def _perturbation_rows(batch, masked_kspace, mask, result, context):
         unit = replace(result.threat, eps=1.0, relative=True)
         scale = unit.budget(masked_kspace, mask, coil_maps=batch.coil_maps, target=target).flatten(1)[:, 0]
     values = {"norm": result.norm, "budget": result.budget.flatten(1)[:, 0], "relative_norm": result.norm / scale}
-    values.update(_metric_values(target, peak, images))
+    values.update(metric_values(target, peak, images))
     values.update(loss=result.loss, noise_loss=result.noise_loss, clean_loss=result.clean_loss)
     rows, crops = _rows(batch, values, context, result.seconds), _crops(batch, images, target)
     return rows, crops, replace(batch, kspace=result.adv_kspace)
@@ -339,8 +336,8 @@ def _feature_rows(batch, result, context):
 
     featured = center_crop(result.target, batch.target.shape[-2:])
     clean, attacked = magnitude(result.clean_recon, batch.target), magnitude(result.recon, featured)
-    values = _metric_values(batch.target, batch.max_value, {"clean": clean})
-    values.update(_metric_values(featured, batch.max_value, {"attacked": attacked}))
+    values = metric_values(batch.target, batch.max_value, {"clean": clean})
+    values.update(metric_values(featured, batch.max_value, {"attacked": attacked}))
     for name in ("hit", "accepted", "feature_loss", "region_loss", "control_region_loss", "information", "rejected"):
         values[name] = getattr(result, name)
     rows = _rows(batch, values, context, result.seconds)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reconguard.cli.attack import ATTACKS, add_attack_options, attack_table, make_attack, model_label
+from reconguard.cli.attack import ATTACKS, add_attack_options, attack_table, make_attack, metric_values, model_label
 from reconguard.cli.options import add_device_option, add_sampling_options, check_device, parse_assignments
 from reconguard.errors import ConfigError
 
@@ -117,7 +117,6 @@ def _evaluate_batch(batch, mask_fn, model, defense, attack, context) -> list[dic
     import torch
 
     from reconguard.attacks import BPDA
-    from reconguard.metrics import nmse, psnr, ssim
     from reconguard.training.evaluation import magnitude
 
     masked_kspace, mask = batch.undersample(mask_fn)
@@ -134,13 +133,8 @@ def _evaluate_batch(batch, mask_fn, model, defense, attack, context) -> list[dic
         recons["attacked_defended"] = defense(plain.adv_kspace, mask, coil_maps=batch.coil_maps)
     through = defense if defense.differentiable else BPDA(defense, model)
     recons["adaptive_defended"] = attack(through, masked_kspace, mask, **inputs).recon
-    target, peak = batch.target, batch.max_value
-    values = {}
-    for condition, recon in recons.items():
-        image = magnitude(recon, target)
-        values[f"psnr_{condition}"] = psnr(target, image, data_range=peak, reduction="none")
-        values[f"ssim_{condition}"] = ssim(target, image, data_range=peak, reduction="none")
-        values[f"nmse_{condition}"] = nmse(target, image, reduction="none")
+    images = {condition: magnitude(recon, batch.target) for condition, recon in recons.items()}
+    values = metric_values(batch.target, batch.max_value, images)
     rows = []
     for i in range(len(batch)):
         row = {"volume": batch.fname[i], "slice": batch.slice_idx[i], **context}

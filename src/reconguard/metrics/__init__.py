@@ -9,6 +9,7 @@ differentiable; ``volume_psnr``/``volume_ssim``/``volume_nmse`` reproduce
 from reconguard.metrics.functional import (
     nmse,
     psnr,
+    slice_metrics,
     ssim,
     ssim_loss,
     volume_nmse,
@@ -16,4 +17,4 @@ from reconguard.metrics.functional import (
     volume_ssim,
 )
 
-__all__ = ["nmse", "psnr", "ssim", "ssim_loss", "volume_nmse", "volume_psnr", "volume_ssim"]
+__all__ = ["nmse", "psnr", "slice_metrics", "ssim", "ssim_loss", "volume_nmse", "volume_psnr", "volume_ssim"]

@@ -129,6 +129,27 @@ def ssim(
     return _reduce(ssim_map.flatten(1).mean(dim=1), reduction)
 
 
+def slice_metrics(target: torch.Tensor, recon: torch.Tensor, *, data_range: DataRange) -> dict[str, torch.Tensor]:
+    """PSNR, SSIM and NMSE of every slice: the triple that attack, transfer and defense reports list.
+
+    Args:
+        target: Reference magnitude images.
+        recon: Magnitude images to score (same shape).
+        data_range: A number, or one value per slice (fastMRI ``max``).
+
+    Returns:
+        ``{"psnr": (B,), "ssim": (B,), "nmse": (B,)}``.
+
+    Shapes:
+        target, recon: ``(B, C, H, W)`` real
+    """
+    return {
+        "psnr": psnr(target, recon, data_range=data_range, reduction="none"),
+        "ssim": ssim(target, recon, data_range=data_range, reduction="none"),
+        "nmse": nmse(target, recon, reduction="none"),
+    }
+
+
 def ssim_loss(target: torch.Tensor, recon: torch.Tensor, *, data_range: DataRange) -> torch.Tensor:
     """``1 - ssim`` averaged over the batch: a loss to minimise (or an attack objective).
 
