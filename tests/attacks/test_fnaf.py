@@ -179,9 +179,22 @@ def test_random_search_is_one_batch_in_eval_mode_without_grad():
     data = phantom_batch(batch=2, size=32)
     model = Recorder().train()
     result = FNAF(num_candidates=5)(model, data["kspace"], full_mask(32))
-    assert [c[0] for c in model.calls] == [2, 10, 2]  # clean control, 2 slices x 5 candidates, chosen
+    assert [c[0] for c in model.calls] == [2, 10]  # clean control, 2 slices x 5 candidates
     assert not any(training or grad for _, training, grad in model.calls)
-    assert model.training and result.evaluations == 3 and result.candidates == 5
+    assert model.training and result.evaluations == 2 and result.candidates == 5
+
+
+def test_max_batch_chunks_the_candidates_without_changing_the_result():
+    data = phantom_batch(batch=2, size=32)
+    mask = RandomMask(acceleration=4, center_fraction=0.08)((1, 1, 32, 32), seed=1)
+    whole = FNAF(num_candidates=5, region=20)(ZeroFilled(), data["kspace"], mask)
+    model = Recorder()
+    chunked = FNAF(num_candidates=5, region=20, max_batch=4)(model, data["kspace"], mask)
+    assert [c[0] for c in model.calls] == [2, 4, 4, 2]
+    for name in ("loss", "feature_loss", "information", "position", "recon"):
+        torch.testing.assert_close(getattr(chunked, name), getattr(whole, name))
+    with pytest.raises(ConfigError, match="max_batch"):
+        FNAF(max_batch=0)
 
 
 def test_finite_difference_is_at_least_as_bad_as_random_search():
@@ -191,7 +204,7 @@ def test_finite_difference_is_at_least_as_bad_as_random_search():
     refined = FNAF(seed=3, region=40, search="finite_difference")(ZeroFilled(), data["kspace"], mask)
     keep = random.accepted
     assert bool((refined.loss[keep] >= random.loss[keep] * (1 - 1e-5)).all())
-    assert refined.candidates == 11 + 2 * 5 and refined.evaluations == 1 + 1 + 2 * 2 + 1
+    assert refined.candidates == 11 + 2 * 5 and refined.evaluations == 1 + 1 + 2 * 2
     assert bool((refined.loss > random.loss * (1 + 1e-4)).any())  # the search moved somewhere worse
     inside = torch.zeros(64, 64, dtype=torch.bool)
     inside[12:52, 12:52] = True

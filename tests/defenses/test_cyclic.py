@@ -145,6 +145,34 @@ def test_detector_gate_returns_exactly_the_plain_reconstruction(unet):
     assert bool((gated.delta[1 - low] != 0).any())
 
 
+class Counter(torch.nn.Module):
+    """Wraps a model and records the batch size of every call."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.sizes = model, []
+
+    def forward(self, masked_kspace, mask, *, coil_maps=None):
+        self.sizes.append(masked_kspace.shape[0])
+        return self.model(masked_kspace, mask, coil_maps=coil_maps)
+
+
+def test_detector_on_one_mask_costs_two_reconstructions_and_scores_its_first_mask(unet):
+    clean = make_batch(coils=3)
+    y, mask, maps = *_args(clean), clean["coil_maps"]
+    counted = Counter(unet)
+    one, first_only = CyclicMitigation(counted, detector_masks=1), CyclicMitigation(unet, num_masks=1)
+    score = one.score(y, mask, coil_maps=maps)
+    assert counted.sizes == [2, 2]  # x1, then one mask's second stage (K = 3 would be [2, 6])
+    torch.testing.assert_close(score, first_only.score(y, mask, coil_maps=maps))
+    counted.sizes.clear()
+    one.calibrate(score, quantile=1.0)
+    result = one.mitigate(y, mask, coil_maps=maps)
+    assert not result.mitigated.any() and counted.sizes == [2, 2]
+    with pytest.raises(ConfigError, match="detector_masks"):
+        CyclicMitigation(unet, detector_masks=4)
+
+
 def test_calibrate_takes_scores_and_rejects_bad_input(unet):
     defense = CyclicMitigation(unet)
     assert defense.calibrate(torch.tensor([1.0, 2.0, 3.0]), quantile=0.5) == pytest.approx(2.0)

@@ -57,12 +57,22 @@ from reconguard.physics.operators import validate_kspace
 
 @dataclass(frozen=True)
 class _Scores:
-    """Per-candidate loss, feature-region loss and information, each ``(B, K)``."""
+    """Per-candidate scores ``(B, K)`` and what was evaluated ``(B, K, ...)``.
+
+    The evaluated tensors travel with the scores so that choosing a candidate
+    (:func:`~reconguard.attacks.features.select_candidates`) also chooses its reconstruction:
+    the result needs no second pass through the model.
+    """
 
     loss: torch.Tensor
     feature_loss: torch.Tensor
     information: torch.Tensor
     region_loss: torch.Tensor
+    adv_kspace: torch.Tensor
+    recon: torch.Tensor
+    target: torch.Tensor
+    feature_mask: torch.Tensor
+    loss_mask: torch.Tensor
 
 
 @dataclass
@@ -147,6 +157,10 @@ class FNAF:
         insertion: ``"magnitude"`` (``x' = |x| + f``, re-acquired; the paper, single-coil),
             ``"complex"`` (``x' = x + f exp(i angle x)``, through the coil maps), or ``"auto"``
             (magnitude for single-coil, complex for multi-coil k-space).
+        max_batch: Most inputs (slices x candidates) per model call; larger sets are evaluated
+            in chunks of this size. ``None`` evaluates all of them in one call (best on a GPU; on a
+            CPU, chunks of a few slices keep the activations in cache -- see docs/benchmarks.md).
+            The result does not depend on it.
         seed: Seeds the feature draws.
 
     References:
@@ -169,6 +183,7 @@ class FNAF:
         info_threshold: float = 1e-4,
         dilation: int = 5,
         insertion: Literal["auto", "magnitude", "complex"] = "auto",
+        max_batch: int | None = None,
         seed: int = 0,
     ):
         sides = (region,) if isinstance(region, (int, float)) else tuple(region)
@@ -183,6 +198,7 @@ class FNAF:
             "alpha/beta": min(alpha, beta) >= 0 and max(alpha, beta) > 0,
             "gamma/info_threshold/dilation": min(gamma, info_threshold, dilation) >= 0,
             "insertion": insertion in ("auto", "magnitude", "complex"),
+            "max_batch": max_batch is None or (isinstance(max_batch, int) and max_batch >= 1),
         }
         for name, ok in checks.items():
             if not ok:
@@ -190,7 +206,7 @@ class FNAF:
         self.size, self.region, self.intensity_range = int(size), region, tuple(intensity_range)
         self.num_candidates, self.search, self.step, self.iterations = num_candidates, search, step, iterations
         self.alpha, self.beta, self.gamma, self.info_threshold = alpha, beta, gamma, info_threshold
-        self.dilation, self.insertion, self.seed = dilation, insertion, seed
+        self.dilation, self.insertion, self.max_batch, self.seed = dilation, insertion, max_batch, seed
 
     def __call__(
         self,
@@ -226,32 +242,37 @@ class FNAF:
                 region=self.region, intensity_range=self.intensity_range, generator=generator,
             )
             features = features.to(kspace.device)
-            best, scores = self._best(features, self._evaluate(run, features)[0])
+            best, scores = self._best(features, self._evaluate(run, features))
             if self.search == "finite_difference":
                 best, scores = self._finite_difference(run, best, scores)
-            return self._result(run, best, start)
+            return self._result(run, best, scores, start)
 
-    def _evaluate(self, run: _Run, features: Features, *, tally: bool = True) -> tuple[_Scores, tuple]:
-        """Scores of every candidate, all through the model as one batch, and the batch itself.
-
-        Returns:
-            ``(scores, (masked_kspace, recon, target, feature_mask, loss_mask))``, the tensors
-            with ``(B, K)`` flattened slice-major into ``B K``.
-        """
+    def _evaluate(self, run: _Run, features: Features) -> _Scores:
+        """Scores of every candidate, all through the model as one batch (``B K`` slice-major)."""
         scene, (batch, num) = run.scene, features.intensity.shape
         kspace, feature_kspace, target, masks = scene.insert(features)
         measured, maps, scale = (scene.repeat(t, num) for t in (scene.mask, scene.coil_maps, scene.scale))
-        recon = run.model(kspace * measured, measured, coil_maps=maps)
+        recon = self._reconstruct(run.model, kspace * measured, measured, maps)
         clean, base = scene.repeat(run.clean.abs(), num), scene.repeat(scene.magnitude, num)
         loss, feature_loss, region_loss, region = self._losses(recon, target, masks, scale, clean, base)
         # By linearity, zero-filled(with) - zero-filled(without) is the feature's own zero-filled image.
         information = region_mean(zero_filled(feature_kspace * measured, maps), region) / scale.square()
-        scores = _Scores(*(t.reshape(batch, num) for t in (loss, feature_loss, information, region_loss)))
+        per_slice = lambda t: t.reshape(batch, num, *t.shape[1:])  # noqa: E731
+        scores = _Scores(*map(per_slice, (loss, feature_loss, information, region_loss, kspace * measured,
+                                          recon, target, masks, region)))
         run.evaluations += 1
-        if tally:
-            run.candidates += num
-            run.rejected = run.rejected + (scores.information < self.info_threshold).sum(dim=1)
-        return scores, (kspace * measured, recon, target, masks, region)
+        run.candidates += num
+        run.rejected = run.rejected + (scores.information < self.info_threshold).sum(dim=1)
+        return scores
+
+    def _reconstruct(self, model: Reconstructor, kspace: torch.Tensor, mask: torch.Tensor,
+                     maps: torch.Tensor | None) -> torch.Tensor:
+        """``model`` on ``kspace`` in chunks of at most :attr:`max_batch` inputs (one call if ``None``)."""
+        total = kspace.shape[0]
+        size = total if self.max_batch is None else self.max_batch
+        chunk = lambda t, i: t if t is None or t.shape[0] != total else t[i:i + size]  # noqa: E731
+        parts = [model(kspace[i:i + size], chunk(mask, i), coil_maps=chunk(maps, i)) for i in range(0, total, size)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def _losses(self, recon, target, masks, scale, clean, base) -> tuple[torch.Tensor, ...]:
         """Combined loss, missing-feature MSE, raw region MSE (on ``magnitude / scale``), region.
@@ -280,20 +301,21 @@ class FNAF:
         current = best
         for _ in range(self.iterations):
             probes = current.moved(probe.expand(current.position.shape[0], -1, -1))
-            probe_scores = self._evaluate(run, probes)[0]
+            probe_scores = self._evaluate(run, probes)
             rise = probe_scores.loss[:, 1::2] - probe_scores.loss[:, 0::2]  # (B, 2): along rows, columns
             # Clamping at the region's edge can shorten (or cancel) a probe's displacement.
             span = (probes.position[:, 1::2] - probes.position[:, 0::2]).diagonal(dim1=1, dim2=2)
             slope = torch.where(span > 0, rise / span.clamp_min(1), torch.zeros_like(rise))
             current = current.moved((self.step * torch.sign(slope)).long()[:, None])
-            moved_scores = self._evaluate(run, current)[0]
+            moved_scores = self._evaluate(run, current)
             seen = concat_candidates([best, probes, current])
             best, scores = self._best(seen, concat_candidates([scores, probe_scores, moved_scores]))
         return best, scores
 
-    def _result(self, run: _Run, best: Features, start: float) -> FNAFResult:
-        """Re-run the chosen features; the control is the clean reconstruction in the same region."""
-        scores, (adv, recon, target, masks, region) = self._evaluate(run, best, tally=False)
+    def _result(self, run: _Run, best: Features, scores: _Scores, start: float) -> FNAFResult:
+        """The chosen candidates (``(B, 1, ...)``); the control is the clean reconstruction in the same region."""
+        adv, recon, target, masks, region = (t[:, 0] for t in (scores.adv_kspace, scores.recon, scores.target,
+                                                               scores.feature_mask, scores.loss_mask))
         accepted = scores.information[:, 0] >= self.info_threshold
         scale = run.scene.scale.reshape(-1, 1, 1, 1)
         control = region_mean((run.clean.abs() - run.scene.magnitude) / scale, region)

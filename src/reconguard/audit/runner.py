@@ -270,13 +270,16 @@ def _train(config: AuditConfig, key: str, data_dir: Path, paths: dict, device: s
     from reconguard.training.trainer import TrainConfig, train
 
     spec = dict(config.models[key]["train"])
-    init = spec.pop("init", None)
+    init, base = spec.pop("init", None), None
     if init is not None:
         if paths[init] is None:
             raise ConfigError(f"models.{key}.train.init: {init} has no weights to start from")
-        spec.setdefault("model", json.loads(Path(f"{paths[init]}.json").read_text())["name"])
+        source = json.loads(Path(f"{paths[init]}.json").read_text())
+        spec.setdefault("model", source["name"])
+        base = source["config"] if spec["model"] == source["name"] else None
     name = spec.pop("model")
-    model_config = {**CPU_PRESETS.get(name, {}), **spec.pop("set", {})}
+    # Fine-tuning from `init` keeps its architecture unless `set` changes it.
+    model_config = {**(CPU_PRESETS.get(name, {}) if base is None else base), **spec.pop("set", {})}
     robust_config = spec.pop("robust_set", {})
     train(TrainConfig(model=name, model_config=model_config, data=str(data_dir), out=str(paths[key].parent),
                       acceleration=config.sampling["accelerations"][0], mask=config.sampling["mask"],

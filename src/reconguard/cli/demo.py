@@ -2,8 +2,9 @@
 
 The demo is an audit (:mod:`reconguard.cli.audit`) of an embedded config, written to
 ``WORKDIR/audit.yaml`` so it can be copied and grown: it builds the built-in data set, trains a
-small U-Net, a MoDL and an FNAF-robust U-Net (each on a time budget; cached, so a second run
-reuses them and every finished cell), runs PGD in k-space and image domain, FNAF, a transfer
+small complex-output U-Net (the cyclic defense's score needs the phase), a MoDL and an
+FNAF-robust U-Net (each on a time budget; cached, so a second run reuses them and every finished
+cell), runs PGD in k-space and image domain, FNAF, a transfer
 attack and the cyclic defense with its adaptive attack, and writes the HTML report.
 """
 
@@ -23,7 +24,7 @@ data: {{builtin: {source}, size: {size}, split: test, max_slices: {slices}}}
 sampling: {{mask: random, accelerations: [4]}}
 models:
   zero-filled: {{name: zero_filled}}
-  unet: {{train: {{model: unet, max_minutes: {minutes}}}}}
+  unet: {{train: {{model: unet, set: {{in_chans: 2}}, max_minutes: {minutes}}}}}  # complex output (cyclic needs the phase)
   modl: {{train: {{model: modl, max_minutes: {minutes}}}}}
   unet-fnaf: {{train: {{init: unet, robust: fnaf, loss: mse, lr: 1.0e-4, max_minutes: {robust_minutes}}}}}
 defenses:

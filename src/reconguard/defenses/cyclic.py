@@ -12,7 +12,7 @@ of :class:`~reconguard.attacks.ThreatModel` ``(domain="image", norm="linf", eps)
 ball, relative to ``max |A^H y|`` of the given input -- by projected complex-sign gradient descent
 with a linearly decaying step, keeping per slice the iterate of lowest ``L`` (no label needed).
 ``L`` of the input itself is the detector score: slices below a calibrated threshold get the plain
-reconstruction back, at the cost of one extra batched pass.
+reconstruction back, at the cost of one extra batched pass (over ``detector_masks`` of the masks).
 
 Readings of the reference (arXiv:2501.01908 and its code) where it leaves room:
 
@@ -69,7 +69,7 @@ class CyclicResult:
         recon: Reconstruction of the returned input (the plain one for slices not mitigated).
         delta: Image-domain perturbation added to the input (zero where not mitigated).
         score: Cyclic loss of the given input (the detector score).
-        loss: Cyclic loss of the returned input (``<= score``).
+        loss: Cyclic loss (all masks) of the returned input where mitigated; the score elsewhere.
         mitigated: Which slices were optimised (score above the threshold).
         budget: Absolute linf radius of the ball per slice.
         history: Mean loss of the mitigated slices at each iteration.
@@ -131,6 +131,9 @@ class CyclicMitigation(Defense):
         mask_generator: Draws the ``Delta`` masks; ``None`` infers a ``RandomMask`` from
             ``Omega`` (Cartesian line masks only).
         threshold: Detector threshold (see :meth:`calibrate`); ``None`` mitigates every slice.
+        detector_masks: How many of the ``K`` masks the detector score uses (the first ones);
+            ``None``: all. A clean slice that passes the gate costs ``x1`` plus a batch of this
+            many second-stage reconstructions, so ``1`` makes it two reconstructions.
         patience: Stop when no slice's best loss improved by ``tolerance`` (relative) for this
             many iterations; ``None`` runs all ``steps``.
         tolerance: Relative improvement that resets ``patience``.
@@ -153,7 +156,7 @@ class CyclicMitigation(Defense):
     def __init__(self, model, *, num_masks: int = 3, eps: float = 0.01, step_size: float = 0.005,
                  steps: int = 100, stages: int = 2, jitter_scale: float = 1.0,
                  mask_generator: MaskGenerator | None = None, threshold: float | None = None,
-                 patience: int | None = 10, tolerance: float = 1e-3, batched_masks: bool = True,
+                 detector_masks: int | None = None, patience: int | None = 10, tolerance: float = 1e-3, batched_masks: bool = True,
                  share_first_stage: bool = True, seed: int = 0):
         super().__init__(model)
         for label, value, low in (("num_masks", num_masks, 1), ("steps", steps, 1), ("stages", stages, 2)):
@@ -162,6 +165,9 @@ class CyclicMitigation(Defense):
                              ("tolerance", tolerance)):
             ok = isinstance(value, (int, float)) and np.isfinite(value) and value >= 0
             require(ok, f"{label} must be a finite number >= 0, got {value!r}")
+        require(detector_masks is None or (isinstance(detector_masks, int) and 1 <= detector_masks <= num_masks),
+                f"detector_masks must be None or an integer in [1, num_masks={num_masks}], got {detector_masks!r}")
+        self.detector_masks = detector_masks
         require(patience is None or (isinstance(patience, int) and patience >= 1),
                 f"patience must be None or an integer >= 1, got {patience!r}")
         require(mask_generator is None or isinstance(mask_generator, MaskGenerator),
@@ -211,7 +217,7 @@ class CyclicMitigation(Defense):
                 flagged = torch.ones_like(score, dtype=torch.bool)
             else:
                 with torch.no_grad():
-                    score, recon, batch.jitter = self._loss(batch, batch.y)
+                    score, recon, batch.jitter = self._loss(batch, batch.y, masks=self.detector_masks)
                 flagged = score > self.threshold
                 delta, loss, history = torch.zeros_like(recon), score.clone(), []
                 if bool(flagged.any()):
@@ -228,7 +234,7 @@ class CyclicMitigation(Defense):
               coil_maps: torch.Tensor | None = None) -> torch.Tensor:
         """Cyclic-inconsistency score of each slice (the detector statistic; larger = suspect).
 
-        Costs ``x1`` plus one batched pass over the ``K`` masks.
+        Costs ``x1`` plus one batched pass over ``detector_masks`` of the masks.
 
         Shapes:
             masked_kspace: ``(B, C, H, W)`` -> ``(B,)``
@@ -236,7 +242,7 @@ class CyclicMitigation(Defense):
         validate_kspace(masked_kspace, mask, name="cyclic input")
         with frozen(self.model):
             batch = self._prepare(masked_kspace, mask.to(torch.bool), coil_maps)
-            return self._loss(batch, batch.y)[0]
+            return self._loss(batch, batch.y, masks=self.detector_masks)[0]
 
     def calibrate(self, data: torch.Tensor | Iterable[Any], *, quantile: float = 0.95) -> float:
         """Set :attr:`threshold` to a quantile of the scores of *clean* inputs; return it.
@@ -320,13 +326,15 @@ class CyclicMitigation(Defense):
         self.evaluations += 1
         return self.model(y, mask, coil_maps=maps)
 
-    def _loss(self, batch: _Batch, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Cyclic loss per slice of the measurement ``y``, with ``x1`` and the (fixed) jitter.
+    def _loss(self, batch: _Batch, y: torch.Tensor, *,
+              masks: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cyclic loss per slice of the measurement ``y`` over the first ``masks`` masks (all if
+        ``None``), with ``x1`` and the (fixed) jitter.
 
         Shapes:
             y: ``(B, C, H, W)`` -> loss ``(B,)``, x1 ``(B, 1, H, W)``, jitter ``(B, C, H, W)``
         """
-        num = self.num_masks
+        num = self.num_masks if masks is None else masks
         groups = [list(range(num))] if self.batched_masks else [[k] for k in range(num)]
         shared = self._model(y, batch.omega, batch.maps) if self.share_first_stage else None
         x1, jitter, losses = shared, batch.jitter, []
