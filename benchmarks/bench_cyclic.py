@@ -130,28 +130,33 @@ def _gate_rows(model, settings: dict, device: str) -> list[dict]:
     for masks in (None, 1):
         gate = CyclicMitigation(model, mask_generator=MASKS, detector_masks=masks)
         gate.calibrate([(calibration.masked_kspace, calibration.mask, calibration.coil_maps)])
-        gated_seconds, result = timed(lambda: gate.mitigate(clean.masked_kspace, clean.mask, **inputs), device=device)
-        flagged = int(result.mitigated.sum())
-        detected = int((gate.score(attacked, clean.mask, **inputs) > gate.threshold).sum())
-        seconds = measure({"plain": plain, "score": lambda: gate.score(clean.masked_kspace, clean.mask, **inputs)},
-                          device=device, repeats=settings["repeats"])
-        ratio = seconds["score"] / seconds["plain"]
-        case = f"clean input, detector on {gate.num_masks if masks is None else masks} mask(s)"
-        note = (f"{count} clean slices; threshold: 95th percentile of {settings['calibration']} clean acquisitions "
-                f"of the same planes (other noise, phase, masks); median of {settings['repeats']}; "
-                f"{threads_note(device)}")
-        rows += [
-            row(NAME, case, "plain_s_per_slice", seconds["plain"] / count, "s", note),
-            row(NAME, case, "gate_cost", ratio, "x", "a slice that passes the gate: one detector pass (x1 and the "
-                "detector's masks as one batch; x1 is returned) / plain", **at_most(ratio, 2.0)),
-            row(NAME, case, "false_alarms", flagged / count, "1", f"{flagged} of {count} clean slices flagged; "
-                "each then costs a full mitigation"),
-            row(NAME, case, "detected", detected / count, "1", f"{detected} of the same {count} slices flagged "
-                f"after pgd-image (eps 0.01, {settings['attack_steps']} steps)"),
-            row(NAME, case, "gated_s_per_slice", gated_seconds / count, "s",
-                "mitigate() with the gate, timed once, false alarms included"),
-        ]
+        rows += _gate_case(gate, plain, clean, attacked, settings, device)
     return rows
+
+
+def _gate_case(gate: CyclicMitigation, plain, clean, attacked: torch.Tensor, settings: dict, device: str) -> list[dict]:
+    """Rows of one calibrated gate: its cost on clean slices, false alarms, and attacked slices flagged."""
+    count, inputs = settings["clean"], dict(coil_maps=clean.coil_maps)
+    gated_seconds, result = timed(lambda: gate.mitigate(clean.masked_kspace, clean.mask, **inputs), device=device)
+    flagged = int(result.mitigated.sum())
+    detected = int((gate.score(attacked, clean.mask, **inputs) > gate.threshold).sum())
+    seconds = measure({"plain": plain, "score": lambda: gate.score(clean.masked_kspace, clean.mask, **inputs)},
+                      device=device, repeats=settings["repeats"])
+    ratio = seconds["score"] / seconds["plain"]
+    case = f"clean input, detector on {gate.detector_masks or gate.num_masks} mask(s)"
+    note = (f"{count} clean slices; threshold: 95th percentile of {settings['calibration']} clean acquisitions "
+            f"of the same planes (other noise, phase, masks); median of {settings['repeats']}; {threads_note(device)}")
+    return [
+        row(NAME, case, "plain_s_per_slice", seconds["plain"] / count, "s", note),
+        row(NAME, case, "gate_cost", ratio, "x", "a slice that passes the gate: one detector pass (x1 and the "
+            "detector's masks as one batch; x1 is returned) / plain", **at_most(ratio, 2.0)),
+        row(NAME, case, "false_alarms", flagged / count, "1", f"{flagged} of {count} clean slices flagged; "
+            "each then costs a full mitigation"),
+        row(NAME, case, "detected", detected / count, "1", f"{detected} of the same {count} slices flagged "
+            f"after pgd-image (eps 0.01, {settings['attack_steps']} steps)"),
+        row(NAME, case, "gated_s_per_slice", gated_seconds / count, "s",
+            "mitigate() with the gate, timed once, false alarms included"),
+    ]
 
 
 def run(*, device: str = "cpu", quick: bool = False) -> list[dict]:

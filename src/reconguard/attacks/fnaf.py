@@ -54,6 +54,9 @@ from reconguard.models.base import Reconstructor
 from reconguard.models.zero_filled import zero_filled
 from reconguard.physics.operators import validate_kspace
 
+CPU_CHUNK_PIXELS = 128 * 128
+"""Pixels per model call of FNAF's candidate batch on a CPU (``max_batch="auto"``)."""
+
 
 @dataclass(frozen=True)
 class _Scores:
@@ -143,7 +146,7 @@ class FNAF:
         region: The central region features live in: a fraction of each side (default 0.375, the
             paper's central 120 of 320 pixels), a side in pixels, or ``(h, w)`` pixels.
         intensity_range: Feature amplitude range, fractions of the slice maximum.
-        num_candidates: Random candidates per slice (the paper: 11), evaluated as one batch.
+        num_candidates: Random candidates per slice (the paper: 11), evaluated as one batch (see ``max_batch``).
         search: ``"random"``, or ``"finite_difference"`` to refine the best random candidate's position.
         step: Finite-difference step in pixels (the paper: 10): the loss is probed at the position
             shifted by ``+-step/2`` along each axis (one batch), then the feature moves ``step``
@@ -158,9 +161,12 @@ class FNAF:
             ``"complex"`` (``x' = x + f exp(i angle x)``, through the coil maps), or ``"auto"``
             (magnitude for single-coil, complex for multi-coil k-space).
         max_batch: Most inputs (slices x candidates) per model call; larger sets are evaluated
-            in chunks of this size. ``None`` evaluates all of them in one call (best on a GPU; on a
-            CPU, chunks of a few slices keep the activations in cache -- see docs/benchmarks.md).
-            The result does not depend on it.
+            in chunks of this size. ``None``: all in one call (best on a GPU). ``"auto"``: ``None``
+            on a GPU; on a CPU, chunks of :data:`CPU_CHUNK_PIXELS` pixels (one 128x128 slice, four
+            64x64), which keep the activations in cache (on the 2-core development CPU, one call of
+            44 MoDL inputs at 128x128 took 2x as long as chunks of 1 to 8; at 64x64 chunks of 4
+            were fastest; ``benchmarks/bench_fnaf_batching.py`` times the default). The result
+            does not depend on it.
         seed: Seeds the feature draws.
 
     References:
@@ -183,7 +189,7 @@ class FNAF:
         info_threshold: float = 1e-4,
         dilation: int = 5,
         insertion: Literal["auto", "magnitude", "complex"] = "auto",
-        max_batch: int | None = None,
+        max_batch: int | Literal["auto"] | None = "auto",
         seed: int = 0,
     ):
         sides = (region,) if isinstance(region, (int, float)) else tuple(region)
@@ -198,7 +204,7 @@ class FNAF:
             "alpha/beta": min(alpha, beta) >= 0 and max(alpha, beta) > 0,
             "gamma/info_threshold/dilation": min(gamma, info_threshold, dilation) >= 0,
             "insertion": insertion in ("auto", "magnitude", "complex"),
-            "max_batch": max_batch is None or (isinstance(max_batch, int) and max_batch >= 1),
+            "max_batch": max_batch in (None, "auto") or (isinstance(max_batch, int) and max_batch >= 1),
         }
         for name, ok in checks.items():
             if not ok:
@@ -268,8 +274,10 @@ class FNAF:
     def _reconstruct(self, model: Reconstructor, kspace: torch.Tensor, mask: torch.Tensor,
                      maps: torch.Tensor | None) -> torch.Tensor:
         """``model`` on ``kspace`` in chunks of at most :attr:`max_batch` inputs (one call if ``None``)."""
-        total = kspace.shape[0]
-        size = total if self.max_batch is None else self.max_batch
+        total, size = kspace.shape[0], self.max_batch
+        if size == "auto":
+            size = None if kspace.device.type != "cpu" else max(1, CPU_CHUNK_PIXELS // kspace[0, 0].numel())
+        size = total if size is None else size
         chunk = lambda t, i: t if t is None or t.shape[0] != total else t[i:i + size]  # noqa: E731
         parts = [model(kspace[i:i + size], chunk(mask, i), coil_maps=chunk(maps, i)) for i in range(0, total, size)]
         return parts[0] if len(parts) == 1 else torch.cat(parts)

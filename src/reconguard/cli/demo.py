@@ -24,7 +24,7 @@ data: {{builtin: {source}, size: {size}, split: test, max_slices: {slices}}}
 sampling: {{mask: random, accelerations: [4]}}
 models:
   zero-filled: {{name: zero_filled}}
-  unet: {{train: {{model: unet, set: {{in_chans: 2}}, max_minutes: {minutes}}}}}  # complex output (cyclic needs the phase)
+  unet: {{train: {{model: unet, set: {{in_chans: 2}}, max_minutes: {minutes}}}}}  # complex: cyclic needs phase
   modl: {{train: {{model: modl, max_minutes: {minutes}}}}}
   unet-fnaf: {{train: {{init: unet, robust: fnaf, loss: mse, lr: 1.0e-4, max_minutes: {robust_minutes}}}}}
 defenses:

@@ -156,8 +156,8 @@ class CyclicMitigation(Defense):
     def __init__(self, model, *, num_masks: int = 3, eps: float = 0.01, step_size: float = 0.005,
                  steps: int = 100, stages: int = 2, jitter_scale: float = 1.0,
                  mask_generator: MaskGenerator | None = None, threshold: float | None = None,
-                 detector_masks: int | None = None, patience: int | None = 10, tolerance: float = 1e-3, batched_masks: bool = True,
-                 share_first_stage: bool = True, seed: int = 0):
+                 detector_masks: int | None = None, patience: int | None = 10, tolerance: float = 1e-3,
+                 batched_masks: bool = True, share_first_stage: bool = True, seed: int = 0):
         super().__init__(model)
         for label, value, low in (("num_masks", num_masks, 1), ("steps", steps, 1), ("stages", stages, 2)):
             require(isinstance(value, int) and value >= low, f"{label} must be an integer >= {low}, got {value!r}")
@@ -165,8 +165,8 @@ class CyclicMitigation(Defense):
                              ("tolerance", tolerance)):
             ok = isinstance(value, (int, float)) and np.isfinite(value) and value >= 0
             require(ok, f"{label} must be a finite number >= 0, got {value!r}")
-        require(detector_masks is None or (isinstance(detector_masks, int) and 1 <= detector_masks <= num_masks),
-                f"detector_masks must be None or an integer in [1, num_masks={num_masks}], got {detector_masks!r}")
+        ok = detector_masks is None or (isinstance(detector_masks, int) and 1 <= detector_masks <= num_masks)
+        require(ok, f"detector_masks must be None or an integer in [1, num_masks={num_masks}], got {detector_masks!r}")
         self.detector_masks = detector_masks
         require(patience is None or (isinstance(patience, int) and patience >= 1),
                 f"patience must be None or an integer >= 1, got {patience!r}")
