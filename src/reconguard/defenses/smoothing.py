@@ -50,6 +50,7 @@ from torch import nn
 
 from reconguard.defenses.base import Defense
 from reconguard.errors import ConfigError
+from reconguard.models.base import SeededNoise
 
 #: Where each registered unrolled model keeps its learned denoisers (``*`` = every child).
 DENOISER_PATHS: dict[str, tuple[str, ...]] = {
@@ -208,7 +209,7 @@ def swapped(slots: Sequence[tuple[nn.Module, str]], wrap: Callable[[nn.Module], 
             setattr(parent, name, original)
 
 
-class RandomizedSmoothing(Defense):
+class RandomizedSmoothing(SeededNoise, Defense):
     """Gaussian randomized smoothing of a reconstructor, at its denoisers (SMUG) or its input.
 
     ``model`` is kept as is (same parameters, so training this module trains the model). Every
@@ -268,7 +269,6 @@ class RandomizedSmoothing(Defense):
         self.seed = seed
         self.differentiable = bool(getattr(model, "differentiable", True))
         self.stochastic = self.sigma > 0
-        self._generators: dict[torch.device, torch.Generator] = {}
         self.denoiser_paths: tuple[str, ...] = ()
         if mode == "denoiser":
             self.denoiser_paths = self._denoiser_paths(model, denoiser_paths)
@@ -292,16 +292,6 @@ class RandomizedSmoothing(Defense):
                 "checkpointing=True (backward would recompute it unsmoothed); build it without"
             )
         return tuple(paths)
-
-    def manual_seed(self, seed: int) -> None:
-        """Restart the noise sequence from ``seed`` (on every device)."""
-        self.seed = seed
-        self._generators.clear()
-
-    def _generator(self, device: torch.device) -> torch.Generator:
-        if device not in self._generators:
-            self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
-        return self._generators[device]
 
     def _reconstruct(
         self, masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None

@@ -68,3 +68,25 @@ class ReconstructorModule(nn.Module):
         self, masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None
     ) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+class SeededNoise:
+    """Mixin: reproducible noise for random reconstructors and defenses.
+
+    One ``torch.Generator`` per device, seeded with :attr:`seed` on first use;
+    :meth:`manual_seed` restarts the sequence (the audit calls it per work unit, so a unit's draws
+    do not depend on which process runs it).
+    """
+
+    seed: int
+
+    def manual_seed(self, seed: int) -> None:
+        """Restart the noise sequence from ``seed`` (on every device)."""
+        self.seed = seed
+        self.__dict__.setdefault("_generators", {}).clear()
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        generators = self.__dict__.setdefault("_generators", {})
+        if device not in generators:
+            generators[device] = torch.Generator(device=device).manual_seed(self.seed)
+        return generators[device]

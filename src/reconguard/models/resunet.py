@@ -31,8 +31,7 @@ from torch.nn import functional as F
 
 from reconguard.errors import require
 from reconguard.models.base import ReconstructorModule
-from reconguard.models.unet import CLAMP, normalize_instance
-from reconguard.models.zero_filled import zero_filled
+from reconguard.models.unet import image_network
 
 ASPP_RATES = (6, 12, 18)  # the paper's dilations (rate_scale 1); a dilation-1 branch is always added
 
@@ -350,16 +349,5 @@ class ResUNetPP(ReconstructorModule):
     def _reconstruct(
         self, masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None
     ) -> torch.Tensor:
-        image = zero_filled(masked_kspace, coil_maps)
-        if self.config["in_chans"] == 1:
-            channels = image.abs()
-        else:
-            channels = torch.cat([image.real, image.imag], dim=1)
-        normed, mean, std = normalize_instance(channels)
-        output = self.network(normed.clamp(-CLAMP, CLAMP))
-        if self.config["residual"]:
-            output = output + normed
-        output = output * std + mean
-        if self.config["in_chans"] == 1:
-            return output.to(torch.complex64)
-        return torch.complex(output[:, :1], output[:, 1:]).to(torch.complex64)
+        return image_network(self.network, masked_kspace, coil_maps, complex_channels=self.config["in_chans"] == 2,
+                             residual=self.config["residual"])

@@ -167,6 +167,25 @@ class UNetNetwork(nn.Module):
         return run_unet(self, image)
 
 
+def image_network(network, masked_kspace: torch.Tensor, coil_maps: torch.Tensor | None, *,
+                  complex_channels: bool, residual: bool = False) -> torch.Tensor:
+    """An image-to-image network as a reconstructor, as fastMRI's U-Net: zero-filled image ->
+    magnitude (or real and imaginary channels) -> instance-normalised, clamped to ``+-CLAMP`` ->
+    ``network`` (``+ input`` when ``residual``) -> un-normalised -> complex image.
+
+    Shapes:
+        masked_kspace: ``(B, C, H, W)`` -> ``(B, 1, H, W)`` complex64
+    """
+    image = zero_filled(masked_kspace, coil_maps)
+    channels = torch.cat([image.real, image.imag], dim=1) if complex_channels else image.abs()
+    normed, mean, std = normalize_instance(channels)
+    output = network(normed.clamp(-CLAMP, CLAMP))
+    output = (output + normed if residual else output) * std + mean
+    if not complex_channels:
+        return output.to(torch.complex64)
+    return torch.complex(output[:, :1], output[:, 1:]).to(torch.complex64)
+
+
 def normalize_instance(image: torch.Tensor, eps: float = NORM_EPS) -> tuple[torch.Tensor, ...]:
     """Per-instance, per-channel standardisation (fastMRI ``normalize_instance``, batched).
 
@@ -233,13 +252,4 @@ class UNet(ReconstructorModule):
     def _reconstruct(
         self, masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None
     ) -> torch.Tensor:
-        image = zero_filled(masked_kspace, coil_maps)
-        if self.config["in_chans"] == 1:
-            channels = image.abs()
-        else:
-            channels = torch.cat([image.real, image.imag], dim=1)
-        normed, mean, std = normalize_instance(channels)
-        output = self.network(normed.clamp(-CLAMP, CLAMP)) * std + mean
-        if self.config["in_chans"] == 1:
-            return output.to(torch.complex64)
-        return torch.complex(output[:, :1], output[:, 1:]).to(torch.complex64)
+        return image_network(self.network, masked_kspace, coil_maps, complex_channels=self.config["in_chans"] == 2)

@@ -8,7 +8,7 @@ import torch
 from torch.nn import functional as F
 
 from reconguard.errors import DataError, require
-from reconguard.models.base import ReconstructorModule
+from reconguard.models.base import ReconstructorModule, SeededNoise
 from reconguard.models.classical import instance_scale, resolve_operator
 from reconguard.models.diffusion.sampler import GUIDANCES, DDIMSampler, to_channels
 from reconguard.models.diffusion.schedule import PREDICTIONS, SCHEDULES, NoiseSchedule
@@ -23,7 +23,7 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-class DiffusionReconstructor(ReconstructorModule):
+class DiffusionReconstructor(SeededNoise, ReconstructorModule):
     """Unsupervised reconstruction with a diffusion prior on complex images (DDIM + data consistency).
 
     **Training** needs images only (no k-space, no masks): :meth:`training_loss` is DDPM's
@@ -170,17 +170,6 @@ class DiffusionReconstructor(ReconstructorModule):
             checkpointing=checkpointing,
         )
         self.seed = seed
-        self._generators: dict[torch.device, torch.Generator] = {}
-
-    def manual_seed(self, seed: int) -> None:
-        """Restart the noise sequence from ``seed`` (on every device); the config keeps its seed."""
-        self.seed = seed
-        self._generators.clear()
-
-    def _generator(self, device: torch.device) -> torch.Generator:
-        if device not in self._generators:
-            self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
-        return self._generators[device]
 
     def training_loss(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """DDPM's loss ``||eps - eps_theta(x_t, t)||^2`` (mean) at uniformly drawn timesteps.
