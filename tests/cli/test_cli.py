@@ -31,6 +31,15 @@ def test_parser_lists_every_subcommand():
         assert name in help_text
 
 
+def test_train_help_names_every_trainable_model(capsys):
+    from reconguard.models.registry import MODELS
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert all(name in out for name in set(MODELS) - {"zero_filled", "cs_tv"})
+
+
 def _bad_cases(tiny_data, tmp_path):
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(b"not a checkpoint")

@@ -112,6 +112,18 @@ def test_save_load_round_trip(case, gen, tmp_path):
         assert torch.equal(loaded(masked, mask, coil_maps=maps), model(masked, mask, coil_maps=maps))
 
 
+def test_load_overrides_settings_but_not_weights(tmp_path):
+    model = build("diffusion", chans=4, num_pool_layers=1, timesteps=20, steps=4, attention=False)
+    save(model, tmp_path / "prior")
+    loaded = load(tmp_path / "prior", steps=8, seed=3)
+    assert loaded.config["steps"] == 8 and loaded.seed == 3 and loaded.config["chans"] == 4
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    with pytest.raises(DataError, match="cannot load weights"):
+        load(tmp_path / "prior", chans=8)
+    with pytest.raises(DataError, match="steps"):
+        load(tmp_path / "prior", steps=50)  # more than the 20 trained timesteps
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_malformed_input_raises_data_error(case, gen):
     model = _model(case)

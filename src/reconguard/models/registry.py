@@ -122,7 +122,7 @@ def save(model: ReconstructorModule, path: str | os.PathLike) -> Path:
     return config_file
 
 
-def load(path_or_name: str | os.PathLike) -> ReconstructorModule:
+def load(path_or_name: str | os.PathLike, **overrides: Any) -> ReconstructorModule:
     """Load a saved model, or build a default model from a registered name.
 
     A ``str`` equal to a registered name (e.g. ``"cs_tv"``) builds that model with default
@@ -130,6 +130,9 @@ def load(path_or_name: str | os.PathLike) -> ReconstructorModule:
 
     Args:
         path_or_name: Registered name, or the path given to :func:`save` (suffix optional).
+        **overrides: Hyper-parameters that replace the saved ones without changing the weights,
+            e.g. ``steps=50`` (a diffusion model's sampler) or ``checkpointing=True``; one that
+            changes a weight's shape fails with :class:`DataError`.
 
     Returns:
         The model in eval mode.
@@ -138,7 +141,7 @@ def load(path_or_name: str | os.PathLike) -> ReconstructorModule:
         DataError: A file is missing, unreadable, or does not match its config.
     """
     if isinstance(path_or_name, str) and path_or_name in MODELS:
-        return build(path_or_name).eval()
+        return build(path_or_name, **overrides).eval()
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -149,7 +152,7 @@ def load(path_or_name: str | os.PathLike) -> ReconstructorModule:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{config_file}: not a readable reconguard model config ({exc})") from None
     try:
-        model = build(name, **config)
+        model = build(name, **{**config, **overrides})
     except (ConfigError, TypeError) as exc:
         raise DataError(f"{config_file}: {exc}") from None
     try:
