@@ -51,8 +51,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--model", default=None, help="model name: unet, varnet, modl, rim, irim, xpdnet, recurrent_varnet, resunet or diffusion "
-        "(trained on images only) (default with --init: the checkpoint's)"
+        "--model", default=None, help="model name: unet, varnet, modl, rim, irim, xpdnet, recurrent_varnet, "
+        "resunet or diffusion (trained on images only) (default with --init: the checkpoint's)"
     )
     parser.add_argument("--data", required=True, help="data set directory (with train/ and val/)")
     parser.add_argument("--out", default=None, help="run directory (default: runs/<model>-<acceleration>x[-<robust>])")
