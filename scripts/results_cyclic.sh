@@ -6,7 +6,8 @@
 #       clean cost, seconds per slice, and the reference configuration (100 iterations, masks one
 #       after another, first stage recomputed per mask, no detector) on the first 4 slices;
 #   (c) randomized smoothing of MoDL's denoiser (SMUG) vs k-space PGD strength, with EOT-PGD
-#       through the smoothed model as the adaptive attack.
+#       through the smoothed model as the adaptive attack, on MoDL as trained and on MoDL fine-tuned
+#       through the smoothing.
 # Usage: make venv && bash scripts/results_cyclic.sh [WORKDIR]   (default WORKDIR: runs/results)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,10 +39,15 @@ done
 # "always": the default cyclic configuration without the detector, on the reference's 4 slices.
 defend --model "$work/unet-4x-complex/best" --data "$work/data" --attack pgd-kspace --eps 0.02 \
     --max-slices 4 --defense cyclic --calibrate none --quiet --overwrite --out "$out/unet-4x-complex-pgd-kspace-always"
-for eps in 0.01 0.02 0.05; do
-    defend --model "$work/modl-4x/best" --data "$work/data" --attack pgd-kspace --eps "$eps" \
-        --defense smooth --defense-set samples=4 --max-slices 4 --batch-size 2 --quiet --overwrite \
-        --out "$out/modl-4x-smooth-$eps"
+# SMUG proper: MoDL fine-tuned through the smoothing (4 samples, 15 min), then smoothed at test time.
+[ -e "$work/modl-4x-smooth/best.json" ] || "$bin/reconguard" train --init "$work/modl-4x/best" --data "$work/data" \
+    --robust smooth --robust-set samples=4 --max-minutes 15 --out "$work/modl-4x-smooth" --quiet
+for model in modl-4x modl-4x-smooth; do
+    for eps in 0.01 0.02 0.05; do
+        defend --model "$work/$model/best" --data "$work/data" --attack pgd-kspace --eps "$eps" \
+            --defense smooth --defense-set samples=4 --max-slices 4 --batch-size 2 --quiet --overwrite \
+            --out "$out/$model-smooth-$eps"
+    done
 done
 "$bin/python" - "$out" <<'PY'
 import csv, json, sys
@@ -58,7 +64,8 @@ print("\n| model | attack | config | slices | clean | clean, defended | attacked
 print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for model in ("unet-4x-complex", "modl-4x"):
     for attack in ("pgd-image", "pgd-kspace"):
-        runs = [("default", 8)] + ([("default", 4), ("always", 4), ("reference", 4)] if attack == "pgd-kspace" else [])
+        runs = [("default", 8)] + ([("default", 4)] + [("always", 4)] * (model == "unet-4x-complex")
+                                   + [("reference", 4)] if attack == "pgd-kspace" else [])
         for config, slices in runs:
             if not (root / f"{model}-{attack}-{config}").exists():
                 print(f"| {model} | {attack} | {config} | not run |")
@@ -68,15 +75,15 @@ for model in ("unet-4x-complex", "modl-4x"):
             print(f"| {model} | {attack} | {config} | {n} | {m['psnr_clean']:.2f} | {m['psnr_clean_defended']:.2f} "
                   f"| {m['psnr_attacked']:.2f} | {m['psnr_attacked_defended']:.2f} | {adaptive} "
                   f"| {m['seconds_model']:.3f} | {m['seconds_defense']:.3f} | {m['seconds_defense_attacked']:.2f} |")
-print("\n| eps | clean | clean, smoothed | attacked | attacked, smoothed | adaptive (EOT-PGD) | s/slice model "
-      "| s/slice smoothed |")
-print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-for eps in ("0.01", "0.02", "0.05"):
-    if not (root / f"modl-4x-smooth-{eps}").exists():
-        print(f"| {eps} | not run |")
+print("\n| model | eps | clean | clean, smoothed | attacked | attacked, smoothed | adaptive (EOT-PGD) "
+      "| s/slice model | s/slice smoothed |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for model, eps in ((model, eps) for model in ("modl-4x", "modl-4x-smooth") for eps in ("0.01", "0.02", "0.05")):
+    if not (root / f"{model}-smooth-{eps}").exists():
+        print(f"| {model} | {eps} | not run |")
         continue
-    m, _ = mean(f"modl-4x-smooth-{eps}")
-    print(f"| {eps} | {m['psnr_clean']:.2f} | {m['psnr_clean_defended']:.2f} | {m['psnr_attacked']:.2f} "
+    m, _ = mean(f"{model}-smooth-{eps}")
+    print(f"| {model} | {eps} | {m['psnr_clean']:.2f} | {m['psnr_clean_defended']:.2f} | {m['psnr_attacked']:.2f} "
           f"| {m['psnr_attacked_defended']:.2f} | {m['psnr_adaptive_defended']:.2f} | {m['seconds_model']:.3f} "
           f"| {m['seconds_defense']:.3f} |")
 PY
