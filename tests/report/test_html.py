@@ -69,6 +69,10 @@ def _perturbation_records(model: str, defense: str, eps: float, source: str) -> 
                 (volume, index, condition, "ssim", psnr / 40),
                 (volume, index, condition, "nmse", 10 ** (-psnr / 10)),
             ]
+        # Undefended: anatomy-like damage (follows edges); cyclic: a noise-like residue.
+        shape = (0.7, 0.1, 0.05) if defense == "cyclic" else (0.2, 0.8, 0.4 + 0.1 * index)
+        records += [(volume, index, "artefact", name, value) for name, value in
+                    zip(("spectral_flatness", "neighbour_correlation", "edge_correlation"), shape)]
     return records, drop
 
 
@@ -187,6 +191,16 @@ def test_summary_csv_has_one_row_per_cell_with_means(report):
     assert fnaf["eps"] == "" and float(fnaf["fnaf_hit_rate"]) == 0.75  # the rejected hit is not counted
     assert fnaf["fnaf_candidates"] == "5" and fnaf["fnaf_accepted"] == "4"
     assert float(by_id["varnet-none-pgd-kspace-0.05-unet"]["psnr_drop"]) == pytest.approx(5.25)
+    assert float(worst["artefact_edge_correlation"]) == pytest.approx(0.45)
+
+
+def test_artefact_table_labels_each_cell(report):
+    markdown = (report.parent / "summary.md").read_text(encoding="utf-8")
+    assert "## Artefacts" in markdown and "Artefacts (error map" in report.read_text(encoding="utf-8")
+    rows = [line for line in markdown.split("## Artefacts")[1].splitlines() if line.startswith("| unet |")]
+    looks = {tuple(c.strip() for c in row.split("|")[2:6]): row.split("|")[-2].strip() for row in rows}
+    assert looks[("none", "pgd-kspace", "unet", "0.05")] == "edge-like"
+    assert looks[("cyclic", "pgd-kspace", "unet", "0.05")] == "noise-like"
 
 
 ONE_CELL = dict(models=("unet",), defenses=("none",), fnaf=False, transfer=False)

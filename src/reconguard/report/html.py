@@ -34,11 +34,14 @@ from reconguard.audit.store import DATABASE, Store
 from reconguard.errors import DataError
 from reconguard.report import plots
 from reconguard.report.summary import (
+    ARTEFACT_HEADER,
+    ARTEFACT_NOTE,
     FNAF_HEADER,
     PERTURBATION_HEADER,
     VERDICT_HEADER,
     VERDICT_RULE,
     Verdict,
+    artefact_table,
     cell_means,
     fnaf_table,
     is_perturbation,
@@ -383,6 +386,10 @@ def _page(
     )
     parts.append("<h2>FNAF (false-negative adversarial features)</h2>")
     parts.append(_table(FNAF_HEADER, fnaf) if fnaf else '<p class="missing">No FNAF cells.</p>')
+    artefacts = artefact_table(cells)
+    if artefacts:
+        parts += ["<h2>Artefacts (error map attacked − clean)</h2>", f'<p class="rule">{ARTEFACT_NOTE}</p>',
+                  _table(ARTEFACT_HEADER, artefacts)]
     parts.append("<h2>Figures</h2>")
     for caption, uri in figures:
         parts.append(

@@ -26,9 +26,13 @@ CELL_KEYS = ("cell_id", "model", "defense", "attack", "source", "eps", "seed", "
 #: Conditions of perturbation cells, in table order.
 CONDITIONS = ("clean", "attacked", "nonadaptive", "noise")
 METRICS = ("psnr", "ssim", "nmse")
+#: Error-map descriptors of perturbation cells (condition ``artefact``; see
+#: :func:`reconguard.metrics.describe_artefact`).
+ARTEFACTS = ("spectral_flatness", "neighbour_correlation", "edge_correlation")
 #: Per-group means computed by :func:`summarize` (besides ``slices``).
 MEASURES = (
     *(f"{c}_{m}" for c in CONDITIONS for m in METRICS),
+    *(f"artefact_{d}" for d in ARTEFACTS),
     "psnr_drop",
     "fnaf_candidates",
     "fnaf_accepted",
@@ -39,6 +43,11 @@ MEASURES = (
 SUMMARY_COLUMNS = (*CELL_KEYS, "slices", *MEASURES)
 
 FNAF = "fnaf"
+ARTEFACT_NOTE = (
+    "Spectral flatness near 1: a white, noise-like error; neighbour correlation near 1: smooth, coherent "
+    "structure; edge correlation: how much the error follows the target's edges (anatomy-like). Labels: "
+    "edge-like if edge correlation ≥ 0.3, else noise-like if flatness ≥ 0.5, else structured."
+)
 #: Verdict thresholds (see :func:`verdicts`).
 VULNERABLE_DB, ROBUST_DB = 3.0, 1.0
 VULNERABLE_HIT, ROBUST_HIT = 0.5, 0.1
@@ -113,7 +122,7 @@ def psnr_drop(row: dict[str, Any], condition: str = "attacked") -> float | None:
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Means of every measure over slice rows; FNAF rates count accepted candidates only."""
     out: dict[str, Any] = {"slices": len({(r["volume"], r["slice"]) for r in rows})}
-    for measure in MEASURES[: len(CONDITIONS) * len(METRICS)]:
+    for measure in MEASURES[: len(CONDITIONS) * len(METRICS) + len(ARTEFACTS)]:
         out[measure] = mean(r.get(measure) for r in rows)
     out["psnr_drop"] = mean(psnr_drop(r) for r in rows)
     candidates = [r for r in rows if r.get("fnaf_accepted") is not None]
@@ -319,6 +328,29 @@ def fnaf_table(cells: Sequence[dict[str, Any]]) -> list[list[str]]:
     ]
 
 
+ARTEFACT_HEADER = ("model", "defense", "attack", "source", "eps", "accel.", "spectral flatness",
+                   "neighbour correlation", "edge correlation", "looks")
+
+
+def artefact_table(cells: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """Rows of :data:`ARTEFACT_HEADER`: mean descriptors of the error map attacked - clean per
+    perturbation cell, and what they look like by :func:`reconguard.metrics.classify_artefact`'s
+    rule applied to the means."""
+    import torch
+
+    from reconguard.metrics.artefacts import classify_artefact
+
+    rows = []
+    for c in cells:
+        values = {d: c.get(f"artefact_{d}") for d in ARTEFACTS}
+        if not is_perturbation(c) or any(v is None for v in values.values()):
+            continue
+        looks = classify_artefact({"rms": torch.ones(1), **{d: torch.tensor([v]) for d, v in values.items()}})[0]
+        rows.append([*_cell_label(c), show(c["eps"], "{:g}"), f"{c['acceleration']:g}",
+                     *(show(values[d], "{:.3f}") for d in ARTEFACTS), looks])
+    return rows
+
+
 def _cell_label(c: dict[str, Any]) -> list[str]:
     return [c["model"], c["defense"], c["attack"], c["source"]]
 
@@ -340,6 +372,10 @@ def summary_markdown(items: Sequence[Verdict], cells: Sequence[dict[str, Any]], 
     if fnaf:
         table = markdown_table(FNAF_HEADER, fnaf, align="llll" + "r" * 8)
         parts += ["## FNAF (false-negative adversarial features)", table]
+    artefacts = artefact_table(cells)
+    if artefacts:
+        table = markdown_table(ARTEFACT_HEADER, artefacts, align="llll" + "r" * 5 + "l")
+        parts += ["## Artefacts (error map attacked − clean, mean over slices)", ARTEFACT_NOTE, table]
     return "\n\n".join(parts) + "\n"
 
 
