@@ -155,9 +155,10 @@ class VarNet(ReconstructorModule):
         chans: Channels of each cascade's U-Net.
         pools: Pooling levels of each cascade's U-Net.
         mask_center: Keep only the central lines when estimating sensitivities.
-        checkpointing: Recompute each cascade in the backward pass (``torch.utils.checkpoint``)
-            instead of storing its activations; same result, and only each cascade's input
-            k-space is kept for backward -- useful when attacks backpropagate through the model.
+        checkpointing: Recompute the sensitivity network and each cascade in the backward pass
+            (``torch.utils.checkpoint``) instead of storing their activations; same result, and
+            only their inputs are kept for backward -- useful when attacks backpropagate through
+            the model.
 
     Shapes:
         masked_kspace: ``(B, C, H, W)`` complex64 -> output ``(B, 1, H, W)`` complex64
@@ -192,9 +193,12 @@ class VarNet(ReconstructorModule):
     def _reconstruct(
         self, masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None
     ) -> torch.Tensor:
-        sens_maps = self.sens_net(masked_kspace, mask)
-        kspace = masked_kspace.clone()
         use_checkpoint = self.config["checkpointing"] and torch.is_grad_enabled()
+        if use_checkpoint:
+            sens_maps = checkpoint(self.sens_net, masked_kspace, mask, use_reentrant=False)
+        else:
+            sens_maps = self.sens_net(masked_kspace, mask)
+        kspace = masked_kspace.clone()
         for cascade in self.cascades:
             if use_checkpoint:
                 kspace = checkpoint(cascade, kspace, masked_kspace, mask, sens_maps, use_reentrant=False)
