@@ -21,13 +21,15 @@ def test_every_preset_builds_with_its_defaults():
 def test_options_override_the_preset():
     attack = build_attack("pgd-image", eps=0.005, steps=3, seed=7)
     assert isinstance(attack, PGD) and attack.steps == 3 and attack.seed == 7 and attack.threat.eps == 0.005
+    assert build_attack("pgd-kspace").eot_samples is None and build_attack("pgd-kspace", eot_samples=2).eot_samples == 2
 
 
 @pytest.mark.parametrize(
     "name,options,message",
     [("nope", {}, "unknown attack"), ("pgd-kspace", {"wings": 1}, "unknown attack option"),
      ("fnaf", {"steps": 3}, "does not take the option"), ("pgd-kspace", {"norm": "l0"}, "not available"),
-     ("pgd-kspace", {"eps": -1.0}, "eps")],
+     ("pgd-kspace", {"eps": -1.0}, "eps"), ("fnaf", {"eot_samples": 2}, "does not take the option"),
+     ("pgd-kspace", {"eot_samples": 0}, "eot_samples")],
 )
 def test_bad_options_are_one_config_error(name, options, message):
     with pytest.raises(ConfigError, match=message):

@@ -16,8 +16,8 @@ from reconguard.errors import ConfigError
 #: Every option an attack can take, with its default (``None``: the preset's default).
 OPTIONS: dict[str, Any] = {
     "eps": None, "norm": None, "relative": True, "amplitude": 1.0, "steps": None, "step_size": None,
-    "restarts": None, "loss": None, "unsupervised": False, "candidates": 11, "feature_size": 10, "gamma": 1e-3,
-    "seed": 0,
+    "restarts": None, "loss": None, "unsupervised": False, "eot_samples": None, "candidates": 11,
+    "feature_size": 10, "gamma": 1e-3, "seed": 0,
 }  # fmt: skip
 
 
@@ -52,6 +52,7 @@ def _pgd(args, threat, loss, *, steps=10, step_size=None):
         steps=_given(args.steps, steps),
         step_size=_given(args.step_size, step_size),
         restarts=_given(args.restarts, 1),
+        eot_samples=args.eot_samples,
         seed=args.seed,
     )
 
@@ -72,7 +73,7 @@ def _fgsm(args, threat, loss):
 def _sparse(args, threat, loss):
     from reconguard.attacks import SparseKSpace
 
-    return SparseKSpace(threat, loss, steps=_given(args.steps, 10), seed=args.seed)
+    return SparseKSpace(threat, loss, steps=_given(args.steps, 10), eot_samples=args.eot_samples, seed=args.seed)
 
 
 def _fnaf(args, threat, loss, *, search="random"):
@@ -83,7 +84,7 @@ def _fnaf(args, threat, loss, *, search="random"):
 
 
 _KSPACE_SOURCE = "Darestani et al. arXiv:2102.06103 and Genzel et al. arXiv:2011.04268 use ~0.01-0.08"
-_ITERATIVE = ("steps", "step_size", "restarts", "loss", "unsupervised")
+_ITERATIVE = ("steps", "step_size", "restarts", "loss", "unsupervised", "eot_samples")
 ATTACKS: dict[str, AttackPreset] = {
     "pgd-kspace": AttackPreset(
         "perturbation", _pgd, "kspace", "l2", 0.02, options=_ITERATIVE,
@@ -105,7 +106,8 @@ ATTACKS: dict[str, AttackPreset] = {
         about="one full-budget gradient-sign step, pgd-image's budget (Goodfellow et al. arXiv:1412.6572)",
     ),
     "sparse-kspace": AttackPreset(
-        "perturbation", _sparse, "kspace", "l0", 10, norms=("l0",), options=("steps", "loss", "unsupervised"),
+        "perturbation", _sparse, "kspace", "l0", 10, norms=("l0",),
+        options=("steps", "loss", "unsupervised", "eot_samples"),
         about="eps k-space spikes chosen by gradient, each |spike| <= --amplitude * max|y| (spike/herringbone "
         "artefacts; Antun et al. arXiv:1902.05300)",
     ),
@@ -137,7 +139,8 @@ def build_attack(name: str, **options: Any) -> Any:
         raise ConfigError(f"unknown attack option(s) {unknown}; choose from {sorted(OPTIONS)}")
     args = SimpleNamespace(**{**OPTIONS, **options})
     given = {"steps": args.steps, "step_size": args.step_size, "restarts": args.restarts, "loss": args.loss,
-             "unsupervised": args.unsupervised or None, "eps": args.eps, "norm": args.norm}
+             "unsupervised": args.unsupervised or None, "eps": args.eps, "norm": args.norm,
+             "eot_samples": args.eot_samples}
     allowed = set(preset.options) | ({"eps", "norm"} if preset.kind == "perturbation" else set())
     refused = [k for k, v in given.items() if v is not None and k not in allowed]
     if refused:

@@ -48,7 +48,7 @@ _MODEL = {*_MODEL_SOURCES, "kind", "config"}
 _TRAIN = {"model", "set", "epochs", "max_minutes", "robust", "robust_set", "init", "lr", "loss", "batch_size"}
 _DEFENSE = {"defense", "settings", "calibrate", "models", "attacks"}
 _ATTACK_OPTIONS = {"norm", "relative", "amplitude", "steps", "step_size", "restarts", "loss", "unsupervised",
-                   "candidates", "feature_size", "gamma"}
+                   "eot_samples", "candidates", "feature_size", "gamma"}
 _ATTACK = {"attack", "eps", "models", *_ATTACK_OPTIONS}
 _TRANSFER = {"source", "targets", "attacks"}
 BUILTIN = ("mni152", "colin27", "phantom")

@@ -65,6 +65,8 @@ def add_attack_options(parser: argparse.ArgumentParser) -> None:
     arg("--restarts", type=int, default=None, help="random restarts, best kept per slice (default: 1)")
     arg("--loss", default=None, metavar="mse|l1|ssim", help="attack objective (default: mse)")
     arg("--unsupervised", action="store_true", help="maximise the distance to the clean recon, not the target")
+    arg("--eot-samples", type=int, default=None,
+        help="draws of a stochastic model (diffusion, smoothing) averaged per step (default: 8 for those, else 1)")
     arg("--candidates", type=int, default=11, help="fnaf: random features per slice (default: 11)")
     arg("--feature-size", type=int, default=10, help="fnaf: pixels per feature (default: 10)")
     arg("--gamma", type=float, default=1e-3, help="fnaf: hit threshold on the missing-feature MSE (default: 1e-3)")
