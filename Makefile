@@ -36,6 +36,8 @@ results: $(STAMP)
 	bash scripts/results_attacks.sh
 	bash scripts/results_defenses.sh
 	bash scripts/results_cyclic.sh
+	$(BIN)/reconguard audit scripts/results_zoo.yaml
+	$(BIN)/python scripts/results_zoo_tables.py runs/zoo
 
 # Speed/memory benchmarks vs reference implementations (docs/benchmarks.md); BENCH_ARGS="--device cuda" on a GPU.
 bench: $(STAMP)
