@@ -20,12 +20,16 @@ from reconguard.report.tables import markdown_table, show
 
 EPS = ("0.01", "0.02", "0.05")
 SOURCE = "unet"
+#: The config's white-box attack per model (the diffusion model gets a cheaper one; see the config).
+WHITE_BOX = {"diffusion": "pgd-kspace-diffusion"}
 
 
 def _cells(root: Path) -> dict[tuple[str, str, str], dict[str, str]]:
     with open(root / "report" / "summary.csv", newline="") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["defense"] == "none" and r["attack"] == "pgd-kspace"]
-    return {(r["model"], r["source"], f"{float(r['eps']):g}"): r for r in rows}
+        rows = [r for r in csv.DictReader(handle) if r["defense"] == "none" and r["eps"]]
+    wanted = lambda r: r["attack"] == (WHITE_BOX.get(r["model"], "pgd-kspace") if r["source"] == r["model"]  # noqa: E731
+                                       else "pgd-kspace")
+    return {(r["model"], r["source"], f"{float(r['eps']):g}"): r for r in rows if wanted(r)}
 
 
 def _number(row: dict[str, str] | None, key: str, fmt: str) -> str:
