@@ -197,12 +197,6 @@ def test_max_batch_chunks_the_candidates_without_changing_the_result():
         FNAF(max_batch=0)
 
 
-def test_auto_max_batch_chunks_by_pixels_on_the_cpu():
-    data = phantom_batch(batch=2, size=128)
-    model = Recorder()
-    FNAF(num_candidates=3, region=40)(model, data["kspace"], full_mask(128))
-    assert [c[0] for c in model.calls] == [2, *[1] * 6]  # clean control, then one 128x128 slice per call
-
 
 def test_finite_difference_is_at_least_as_bad_as_random_search():
     data = phantom_batch(batch=4, size=64)

@@ -54,9 +54,6 @@ from reconguard.models.base import Reconstructor
 from reconguard.models.zero_filled import zero_filled
 from reconguard.physics.operators import validate_kspace
 
-CPU_CHUNK_PIXELS = 128 * 128
-"""Pixels per model call of FNAF's candidate batch on a CPU (``max_batch="auto"``)."""
-
 
 @dataclass(frozen=True)
 class _Scores:
@@ -160,13 +157,10 @@ class FNAF:
         insertion: ``"magnitude"`` (``x' = |x| + f``, re-acquired; the paper, single-coil),
             ``"complex"`` (``x' = x + f exp(i angle x)``, through the coil maps), or ``"auto"``
             (magnitude for single-coil, complex for multi-coil k-space).
-        max_batch: Most inputs (slices x candidates) per model call; larger sets are evaluated
-            in chunks of this size. ``None``: all in one call (best on a GPU). ``"auto"``: ``None``
-            on a GPU; on a CPU, chunks of :data:`CPU_CHUNK_PIXELS` pixels (one 128x128 slice, four
-            64x64), which keep the activations in cache (on the 2-core development CPU, one call of
-            44 MoDL inputs at 128x128 took 2x as long as chunks of 1 to 8; at 64x64 chunks of 4
-            were fastest; ``benchmarks/bench_fnaf_batching.py`` times the default). The result
-            does not depend on it.
+        max_batch: Most inputs (slices x candidates) per model call, to bound memory; larger sets
+            are evaluated in chunks of this size. ``None`` (default): all in one call, the fastest
+            on a GPU and, measured on an idle 2-core CPU, also there
+            (``benchmarks/bench_fnaf_batching.py``). The result does not depend on it.
         seed: Seeds the feature draws.
 
     References:
@@ -189,7 +183,7 @@ class FNAF:
         info_threshold: float = 1e-4,
         dilation: int = 5,
         insertion: Literal["auto", "magnitude", "complex"] = "auto",
-        max_batch: int | Literal["auto"] | None = "auto",
+        max_batch: int | None = None,
         seed: int = 0,
     ):
         sides = (region,) if isinstance(region, (int, float)) else tuple(region)
@@ -204,7 +198,7 @@ class FNAF:
             "alpha/beta": min(alpha, beta) >= 0 and max(alpha, beta) > 0,
             "gamma/info_threshold/dilation": min(gamma, info_threshold, dilation) >= 0,
             "insertion": insertion in ("auto", "magnitude", "complex"),
-            "max_batch": max_batch in (None, "auto") or (isinstance(max_batch, int) and max_batch >= 1),
+            "max_batch": max_batch is None or (isinstance(max_batch, int) and max_batch >= 1),
         }
         for name, ok in checks.items():
             if not ok:
@@ -274,10 +268,8 @@ class FNAF:
     def _reconstruct(self, model: Reconstructor, kspace: torch.Tensor, mask: torch.Tensor,
                      maps: torch.Tensor | None) -> torch.Tensor:
         """``model`` on ``kspace`` in chunks of at most :attr:`max_batch` inputs (one call if ``None``)."""
-        total, size = kspace.shape[0], self.max_batch
-        if size == "auto":
-            size = None if kspace.device.type != "cpu" else max(1, CPU_CHUNK_PIXELS // kspace[0, 0].numel())
-        size = total if size is None else size
+        total = kspace.shape[0]
+        size = total if self.max_batch is None else self.max_batch
         chunk = lambda t, i: t if t is None or t.shape[0] != total else t[i:i + size]  # noqa: E731
         parts = [model(kspace[i:i + size], chunk(mask, i), coil_maps=chunk(maps, i)) for i in range(0, total, size)]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
