@@ -158,9 +158,9 @@ class FNAF:
             ``"complex"`` (``x' = x + f exp(i angle x)``, through the coil maps), or ``"auto"``
             (magnitude for single-coil, complex for multi-coil k-space).
         max_batch: Most inputs (slices x candidates) per model call, to bound memory; larger sets
-            are evaluated in chunks of this size. ``None`` (default): all in one call, the fastest
-            on a GPU and, measured on an idle 2-core CPU, also there
-            (``benchmarks/bench_fnaf_batching.py``). The result does not depend on it.
+            are evaluated in chunks of this size. ``None`` (default): all in one call, which
+            measured fastest on an idle 2-core CPU (``benchmarks/bench_fnaf_batching.py``). The
+            result does not depend on it.
         seed: Seeds the feature draws.
 
     References:
