@@ -12,10 +12,7 @@ import csv
 import sys
 from pathlib import Path
 
-import torch
-
-from reconguard.metrics.artefacts import classify_artefact
-from reconguard.report.summary import ARTEFACTS
+from reconguard.report.summary import ARTEFACTS, artefact_label
 from reconguard.report.tables import markdown_table, show
 
 EPS = ("0.01", "0.02", "0.05")
@@ -65,11 +62,9 @@ def main(root: Path) -> None:
 
 
 def _looks(row: dict[str, str] | None) -> str:
-    """:func:`reconguard.metrics.classify_artefact` on the cell's mean descriptors."""
     if row is None or not all(row.get(f"artefact_{a}") for a in ARTEFACTS):
         return "n/a"
-    means = {a: torch.tensor([float(row[f"artefact_{a}"])]) for a in ARTEFACTS}
-    return classify_artefact({"rms": torch.ones(1), **means})[0]
+    return artefact_label({a: float(row[f"artefact_{a}"]) for a in ARTEFACTS})
 
 
 if __name__ == "__main__":

@@ -332,22 +332,26 @@ ARTEFACT_HEADER = ("model", "defense", "attack", "source", "eps", "accel.", "spe
                    "neighbour correlation", "edge correlation", "looks")
 
 
-def artefact_table(cells: Sequence[dict[str, Any]]) -> list[list[str]]:
-    """Rows of :data:`ARTEFACT_HEADER`: mean descriptors of the error map attacked - clean per
-    perturbation cell, and what they look like by :func:`reconguard.metrics.classify_artefact`'s
-    rule applied to the means."""
+def artefact_label(means: dict[str, float]) -> str:
+    """:func:`reconguard.metrics.classify_artefact`'s rule applied to mean descriptors (keys
+    :data:`ARTEFACTS`): ``"edge-like"``, ``"noise-like"`` or ``"structured"``."""
     import torch
 
     from reconguard.metrics.artefacts import classify_artefact
 
+    return classify_artefact({"rms": torch.ones(1), **{d: torch.tensor([means[d]]) for d in ARTEFACTS}})[0]
+
+
+def artefact_table(cells: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """Rows of :data:`ARTEFACT_HEADER`: mean descriptors of the error map attacked - clean per
+    perturbation cell, and what they look like (:func:`artefact_label`)."""
     rows = []
     for c in cells:
         values = {d: c.get(f"artefact_{d}") for d in ARTEFACTS}
         if not is_perturbation(c) or any(v is None for v in values.values()):
             continue
-        looks = classify_artefact({"rms": torch.ones(1), **{d: torch.tensor([v]) for d, v in values.items()}})[0]
         rows.append([*_cell_label(c), show(c["eps"], "{:g}"), f"{c['acceleration']:g}",
-                     *(show(values[d], "{:.3f}") for d in ARTEFACTS), looks])
+                     *(show(values[d], "{:.3f}") for d in ARTEFACTS), artefact_label(values)])
     return rows
 
 
