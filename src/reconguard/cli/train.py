@@ -68,6 +68,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(default: 1, constant: on the built-in data a decay to 0.05 did not help a 20-epoch U-Net)",
     )
     parser.add_argument("--loss", default="l1", choices=["l1", "mse", "ssim"], help="training loss (default: l1)")
+    parser.add_argument(
+        "--target", default="magnitude", choices=["magnitude", "complex"],
+        help="what the loss compares: magnitudes (default) or real/imaginary parts with the fully sampled "
+        "complex image (trains the output phase too; l1/mse, no --robust)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and masks (default: 0)")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop training after this many minutes")
     add_device_option(parser)
@@ -116,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         final_lr_fraction=args.final_lr_fraction,
         loss=args.loss,
+        target=args.target,
         seed=args.seed,
         max_minutes=args.max_minutes,
         device=args.device,

@@ -18,6 +18,8 @@ from reconguard.errors import require
 from reconguard.models.base import ReconstructorModule
 from reconguard.models.classical import instance_scale, resolve_operator
 
+_CG_RELATIVE_TOLERANCE = 1e-5  # ||residual|| / ||rhs|| below which CG stops (float32 resolution)
+
 
 def _inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Real part of the per-instance inner product ``<a, b>``, shape ``(B, 1, ..., 1)``."""
@@ -55,22 +57,28 @@ def conjugate_gradient(
         Hestenes, Stiefel, "Methods of conjugate gradients for solving linear systems", 1952;
         used as in Aggarwal et al., arXiv:1712.02862.
     """
-    tiny = torch.finfo(rhs.real.dtype).tiny
     if x0 is None:
         x, residual = torch.zeros_like(rhs), rhs
     else:
         x, residual = x0, rhs - (normal(x0) + lam * x0)
     direction = residual
     rs_old = _inner(residual, residual)
+    # An instance whose residual fell below a relative tolerance stops moving: its step sizes are
+    # zeroed *before* the divisions (the double-where idiom), so neither the value nor the
+    # gradient sees 0/0. Without it a system that CG solves exactly in a few iterations (single
+    # coil: A^H A has two eigenvalues) gets NaN gradients from the ratios of vanishing residuals.
+    floor = _CG_RELATIVE_TOLERANCE**2 * _inner(rhs, rhs).detach()
     for _ in range(iterations):
         a_dir = normal(direction) + lam * direction
-        # Floors keep a converged instance (zero residual) at a zero step instead of 0/0.
-        alpha = rs_old / _inner(direction, a_dir).clamp_min(tiny)
+        active = rs_old.detach() > floor
+        curvature = _inner(direction, a_dir)
+        alpha = torch.where(active, rs_old / torch.where(active, curvature, torch.ones_like(curvature)), 0.0)
         x = x + alpha * direction
         residual = residual - alpha * a_dir
         rs_new = _inner(residual, residual)
-        direction = residual + (rs_new / rs_old.clamp_min(tiny)) * direction
-        rs_old = rs_new
+        beta = torch.where(active, rs_new / torch.where(active, rs_old, torch.ones_like(rs_old)), 0.0)
+        direction = residual + beta * direction
+        rs_old = torch.where(active, rs_new, rs_old)
     return x
 
 

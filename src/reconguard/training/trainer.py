@@ -49,10 +49,11 @@ from reconguard.metrics import ssim_loss
 from reconguard.models import registry
 from reconguard.physics.coils import estimate_coil_maps
 from reconguard.physics.masks import MASKS, MaskGenerator, build_mask
-from reconguard.physics.operators import MRIOperator
+from reconguard.physics.operators import MRIOperator, center_crop
 from reconguard.training.evaluation import evaluate, magnitude, summarize
 
 LOSSES = ("l1", "mse", "ssim")
+TARGETS = ("magnitude", "complex")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +75,12 @@ class TrainConfig:
             schedule).
         final_lr_fraction: Learning rate at the last epoch relative to ``lr`` (1 = constant).
         loss: ``l1``, ``mse`` or ``ssim`` (1 - SSIM), on the magnitude image.
+        target: ``"magnitude"``: the loss compares magnitudes with the data's magnitude target
+            (fastMRI's); ``"complex"``: it compares the real and imaginary parts of the output
+            with the fully sampled complex image (:func:`clean_images`), so the output phase is
+            trained too -- what defenses that re-encode a reconstruction into k-space (cyclic
+            mitigation) need, and how physics-based networks are trained (Aggarwal et al.,
+            arXiv:1712.02862). ``l1`` or ``mse`` only, and only with ``robust="none"``.
         seed: Seeds weights, shuffling and training masks.
         max_minutes: Stop after this much training time (validation still runs).
         device: ``cpu`` or ``cuda``.
@@ -101,6 +108,7 @@ class TrainConfig:
     lr: float = 1e-3
     final_lr_fraction: float = 1.0
     loss: str = "l1"
+    target: str = "magnitude"
     seed: int = 0
     max_minutes: float | None = None
     device: str = "cpu"
@@ -118,6 +126,11 @@ class TrainConfig:
                 f"final_lr_fraction must be in (0, 1], got {self.final_lr_fraction}",
             ),
             (self.loss in LOSSES, f"unknown loss {self.loss!r}; choose one of {list(LOSSES)}"),
+            (self.target in TARGETS, f"unknown target {self.target!r}; choose one of {list(TARGETS)}"),
+            (
+                self.target == "magnitude" or (self.loss != "ssim" and self.robust == "none"),
+                "target='complex' needs loss 'l1' or 'mse' and robust='none'",
+            ),
             (self.mask in MASKS, f"unknown mask type {self.mask!r}; choose one of {sorted(MASKS)}"),
             (
                 self.max_minutes is None or self.max_minutes > 0,
@@ -213,7 +226,10 @@ def train(
         for batch in bar:
             start = time.monotonic()
             seed = (config.seed, state.epoch, state.step)
-            loss = _train_step(model, optimizer, strategy, batch.to(config.device), mask_fn, loss_fn, seed)
+            loss = _train_step(
+                model, optimizer, strategy, batch.to(config.device), mask_fn, loss_fn, seed,
+                complex_target=config.target == "complex",
+            )
             state.step += 1
             state.elapsed += time.monotonic() - start
             bar.set_postfix(loss=f"{loss.item():.4g}")
@@ -240,6 +256,8 @@ def _train_step(
     mask_fn: MaskGenerator,
     loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     seed: tuple[int, int, int],
+    *,
+    complex_target: bool = False,
 ) -> torch.Tensor:
     """One batch: ``strategy.passes`` optimiser steps on what the strategy makes of it."""
     if hasattr(model, "training_loss"):
@@ -254,8 +272,13 @@ def _train_step(
     for replay in range(strategy.passes):
         step = strategy.prepare(model, batch, masked_kspace, mask, seed=(*seed, replay), previous=step)
         trained = strategy.wrap(model, seed=(*seed, replay))
-        recon = magnitude(trained(step.masked_kspace, step.mask, coil_maps=step.coil_maps), step.target)
-        loss = strategy.objective(recon, step, loss_fn)
+        output = trained(step.masked_kspace, step.mask, coil_maps=step.coil_maps)
+        if complex_target:  # the config allows it only for clean training
+            size = step.target.shape[-2:]
+            pair = (torch.view_as_real(center_crop(image, size)) for image in (output, clean_images(batch)))
+            loss = loss_fn(*pair, step.max_value)
+        else:
+            loss = strategy.objective(magnitude(output, step.target), step, loss_fn)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

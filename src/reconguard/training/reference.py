@@ -1,0 +1,98 @@
+"""The recipe of reconguard's reference models: what ships in ``reconguard/models/weights``.
+
+Every shipped model is trained by :func:`train_reference` on the built-in data set (its default
+build: MNI152, 128x128, single-coil, noise 0.01, seed 0) with a budget in **epochs**, never in
+minutes, so the same recipe gives the same weights on a fast idle machine and on a slow busy one
+(up to floating-point summation order across thread counts). :func:`export_reference` then stores
+the best-validation weights in float16 beside a manifest with their validation and test metrics,
+the test metrics of zero-filling and CS-TV, the training time and the SHA-256 of every file.
+
+Regenerate everything (hours on a 2-core CPU; runs resume where they stopped)::
+
+    python -m reconguard.training.reference --data data/builtin --runs runs/reference
+
+``reconguard demo --retrain`` runs the same recipes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconguard.training.trainer import TrainConfig, train
+
+# The built-in data build the recipes train on (``reconguard data build`` defaults).
+DATA_BUILD: dict[str, Any] = {"source": "mni152", "size": 128, "coils": 1, "noise": 0.01, "seed": 0}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    """How one reference model is trained: the :class:`~reconguard.training.TrainConfig` fields
+    other than ``data`` and ``out``; ``init`` names another recipe whose best weights start it."""
+
+    model: str
+    model_config: dict[str, Any] = field(default_factory=dict)
+    epochs: int
+    batch_size: int = 4
+    lr: float = 1e-3
+    final_lr_fraction: float = 0.05
+    loss: str = "l1"
+    target: str = "magnitude"
+    robust: str = "none"
+    robust_config: dict[str, Any] = field(default_factory=dict)
+    init: str | None = None
+    seed: int = 0
+
+
+RECIPES: dict[str, Recipe] = {
+    # A complex-output U-Net (fastMRI's architecture at half width): the cyclic defense re-encodes
+    # its output into k-space, so the phase is trained too.
+    "unet": Recipe(
+        model="unet", model_config={"in_chans": 2, "chans": 16, "num_pool_layers": 4},
+        epochs=150, target="complex",
+    ),
+    # MoDL as published (Aggarwal et al.): 10 unrolls of one shared 5-layer CNN and CG data
+    # consistency with a learned weight, at half the published width (32 channels) for the CPU.
+    "modl": Recipe(
+        model="modl",
+        model_config={"num_unrolls": 10, "chans": 32, "num_layers": 5, "cg_iterations": 10, "lam": 0.05},
+        epochs=30, target="complex",
+    ),
+    # E2E-VarNet with 8 cascades of small U-Nets (published: 12 cascades, 18 channels, 4 pools).
+    "varnet": Recipe(
+        model="varnet",
+        model_config={"num_cascades": 8, "chans": 12, "pools": 3, "sens_chans": 4, "sens_pools": 3},
+        epochs=50,
+    ),
+}
+
+
+def train_config(name: str, *, data: str, runs: str) -> TrainConfig:
+    """The :class:`TrainConfig` of recipe ``name`` for data set ``data``, run in ``runs/name``."""
+    recipe = RECIPES[name]
+    init = None if recipe.init is None else f"{runs}/{recipe.init}/best"
+    fields = {k: v for k, v in vars(recipe).items() if k != "init"}
+    return TrainConfig(**fields, init=init, data=data, out=f"{runs}/{name}")
+
+
+def train_reference(names: list[str], *, data: str, runs: str, progress: bool = True) -> None:
+    """Train (or resume) the named recipes in order (a recipe's ``init`` must come first)."""
+    for name in names:
+        train(train_config(name, data=data, runs=runs), progress=progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m reconguard.training.reference``: train the reference models."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="data/builtin")
+    parser.add_argument("--runs", default="runs/reference")
+    parser.add_argument("names", nargs="*", default=list(RECIPES), help="recipes (default: all, in order)")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    train_reference(args.names, data=args.data, runs=args.runs, progress=not args.quiet)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
