@@ -43,6 +43,7 @@ class Recipe:
     robust_config: dict[str, Any] = field(default_factory=dict)
     init: str | None = None
     seed: int = 0
+    acceleration: float = 4.0
 
 
 RECIPES: dict[str, Recipe] = {
@@ -64,6 +65,19 @@ RECIPES: dict[str, Recipe] = {
         model="varnet",
         model_config={"num_cascades": 8, "chans": 12, "pools": 3, "sens_chans": 4, "sens_pools": 3},
         epochs=50,
+    ),
+    # The unsupervised diffusion prior (trained on fully sampled images only; the masks play no
+    # part): the CPU-sized time-conditioned U-Net (2.3 M weights) with v prediction on a cosine
+    # schedule (bounded clean-image estimates at every noise level, which the sampler projects
+    # onto the measurements), flips and conjugation as augmentation. Validation reconstructs the
+    # 4x val split with one 10-step posterior sample; `steps` and `samples` are sampling settings
+    # that `reconguard.models.load(..., steps=..., samples=...)` changes without retraining.
+    "diffusion": Recipe(
+        model="diffusion",
+        model_config={"chans": 16, "num_pool_layers": 3, "num_res_blocks": 1, "attention": True,
+                      "timesteps": 1000, "schedule": "cosine", "prediction": "v", "augment": True,
+                      "steps": 10},
+        epochs=120, batch_size=8,
     ),
 }
 
