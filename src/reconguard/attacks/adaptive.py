@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from reconguard.attacks.base import call_model
 from reconguard.errors import ConfigError
 from reconguard.models.base import Reconstructor
 
@@ -73,6 +74,7 @@ class BPDA(nn.Module):
         self.exact = forward
         self.approx = backward
         self.stochastic = bool(getattr(forward, "stochastic", False) or getattr(backward, "stochastic", False))
+        self.accepts_input_delta = all(getattr(m, "accepts_input_delta", False) for m in (forward, backward))
 
     def forward(
         self,
@@ -80,11 +82,12 @@ class BPDA(nn.Module):
         mask: torch.Tensor,
         *,
         coil_maps: torch.Tensor | None = None,
+        input_delta: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Exact reconstruction with the approximation's gradient; see :class:`BPDA`."""
         with torch.no_grad():
-            exact = self.exact(masked_kspace, mask, coil_maps=coil_maps)
-        approx = self.approx(masked_kspace, mask, coil_maps=coil_maps)
+            exact = call_model(self.exact, masked_kspace, mask, coil_maps, input_delta)
+        approx = call_model(self.approx, masked_kspace, mask, coil_maps, input_delta)
         if exact.shape != approx.shape:
             raise ConfigError(
                 f"BPDA: forward gives shape {tuple(exact.shape)} but backward gives {tuple(approx.shape)}"

@@ -20,7 +20,7 @@ from reconguard.attacks.losses import AttackLoss
 from reconguard.attacks.noise import same_norm_noise
 from reconguard.attacks.threat import ThreatModel
 from reconguard.errors import ConfigError
-from reconguard.models.base import Reconstructor
+from reconguard.models.base import Reconstructor, validate_input_delta
 from reconguard.physics.operators import validate_kspace
 
 
@@ -78,10 +78,9 @@ class AttackContext:
         return self.threat.project(delta, self.budget, self.support)
 
     def reconstruct(self, delta: torch.Tensor) -> torch.Tensor:
-        """The model's reconstruction of the perturbed measurement."""
-        adv = self.threat.apply(self.masked_kspace, self.mask, delta, self.coil_maps)
+        """The model's reconstruction under ``delta`` (perturbed measurement or network input)."""
         self.evaluations += 1
-        return self.model(adv, self.mask, coil_maps=self.coil_maps)
+        return reconstruct_under(self.model, self.threat, self.masked_kspace, self.mask, delta, self.coil_maps)
 
     def loss_and_gradient(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-slice loss of ``delta`` (detached) and the gradient of its sum w.r.t. ``delta``.
@@ -102,12 +101,11 @@ class AttackContext:
             recon = self.reconstruct(delta)
             return self.loss_fn(recon, self.reference, region=self.region, data_range=self.data_range)
         n, batch = self.eot_samples, delta.shape[0]
-        adv = self.threat.apply(self.masked_kspace, self.mask, delta, self.coil_maps)
-        maps = None if self.coil_maps is None else self.coil_maps.repeat(n, 1, 1, 1)
-        mask = self.mask.repeat(n, *([1] * (self.mask.ndim - 1))) if self.mask.shape[0] == batch else self.mask
-        self.evaluations += 1
-        recon = self.model(adv.repeat(n, 1, 1, 1), mask, coil_maps=maps)
+        kspace, input_delta = self.threat.model_input(self.masked_kspace, self.mask, delta, self.coil_maps)
         rep = lambda t: None if t is None else t.repeat(n, *([1] * (t.ndim - 1)))  # noqa: E731
+        mask = rep(self.mask) if self.mask.shape[0] == batch else self.mask
+        self.evaluations += 1
+        recon = call_model(self.model, rep(kspace), mask, rep(self.coil_maps), rep(input_delta))
         data_range = self.data_range.repeat(n) if self.data_range is not None else None
         losses = self.loss_fn(recon, rep(self.reference), region=rep(self.region), data_range=data_range)
         return losses.reshape(n, batch).mean(dim=0)
@@ -119,7 +117,8 @@ class AttackResult:
 
     Attributes:
         delta: The perturbation (in the threat's domain).
-        adv_kspace: Perturbed measured k-space (what the model saw).
+        adv_kspace: Perturbed measured k-space (what the model saw; the unchanged ``y`` for
+            ``network_input`` threats, whose ``delta`` is the model's ``input_delta``).
         recon: Reconstruction of ``adv_kspace``.
         clean_recon: Reconstruction of the unperturbed measurement.
         noise: Gaussian noise of exactly ``delta``'s norm on the same support (the baseline).
@@ -153,6 +152,34 @@ class AttackResult:
     history: list[float]
     evaluations: int
     seconds: float
+
+    @property
+    def input_delta(self) -> torch.Tensor | None:
+        """The network-input perturbation (``network_input`` threats), else ``None``."""
+        return self.delta if self.threat.support == "network_input" else None
+
+    def replay(self, model: Reconstructor, mask: torch.Tensor, *,
+               coil_maps: torch.Tensor | None = None) -> torch.Tensor:
+        """``model`` on exactly what the attacked model saw (a transfer, or a defense after a
+        non-adaptive attack): ``adv_kspace`` and, for ``network_input`` threats, ``input_delta``."""
+        return call_model(model, self.adv_kspace, mask, coil_maps, self.input_delta)
+
+
+def call_model(model: Reconstructor, masked_kspace: torch.Tensor, mask: torch.Tensor,
+               coil_maps: torch.Tensor | None, input_delta: torch.Tensor | None) -> torch.Tensor:
+    """``model(masked_kspace, mask, coil_maps=...)``, with ``input_delta=`` only when one is given (so
+    reconstructors without network-input support keep their plain signature)."""
+    if input_delta is None:
+        return model(masked_kspace, mask, coil_maps=coil_maps)
+    validate_input_delta(model, masked_kspace, input_delta)
+    return model(masked_kspace, mask, coil_maps=coil_maps, input_delta=input_delta)
+
+
+def reconstruct_under(model: Reconstructor, threat: ThreatModel, masked_kspace: torch.Tensor, mask: torch.Tensor,
+                      delta: torch.Tensor, coil_maps: torch.Tensor | None) -> torch.Tensor:
+    """``model``'s reconstruction when ``delta`` (in ``threat``'s domain) perturbs its input."""
+    kspace, input_delta = threat.model_input(masked_kspace, mask, delta, coil_maps)
+    return call_model(model, kspace, mask, coil_maps, input_delta)
 
 
 class Attack:
@@ -233,7 +260,7 @@ class Attack:
             threat=self.threat,
             delta=delta,
             noise=noise,
-            adv_kspace=self.threat.apply(masked_kspace, mask, delta, coil_maps).detach(),
+            adv_kspace=self.threat.model_input(masked_kspace, mask, delta, coil_maps)[0].detach(),
             recon=recons[0],
             clean_recon=recons[1],
             noise_recon=recons[2],
@@ -256,7 +283,7 @@ class Attack:
                 raise ConfigError(f"{type(self).__name__} with this loss/threat needs the target image")
         with torch.no_grad():
             clean = model(masked_kspace, mask, coil_maps=coil_maps)
-        reference = target if self.loss.reference == "target" else clean.abs()
+        reference = self.loss.reference_image(clean, target)
         if region is not None and region.shape[-2:] != reference.shape[-2:]:
             region = _pad_to(region, reference.shape[-2:])
         support = self.threat.support_mask(mask, masked_kspace)

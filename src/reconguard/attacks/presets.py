@@ -28,6 +28,10 @@ class AttackPreset:
     Attributes:
         kind: ``"perturbation"`` (a threat model and a budget) or ``"feature"`` (FNAF).
         domain, norm, eps: Default threat (perturbation attacks); ``norms`` lists allowed norms.
+        support, linf_mode: The threat's support and linf convention (``None``/complex: the
+            :class:`~reconguard.attacks.ThreatModel` defaults).
+        loss: Default loss kind; ``unsupervised``: the loss is always against the clean
+            reconstruction, compared as complex images unless the loss is ``ssim``.
         build: ``(options, threat, loss) -> attack`` (``options``: every key of :data:`OPTIONS`).
         options: The iteration options it accepts (others given are refused).
         about: One-line description with the source of the defaults (shown in ``--help``).
@@ -39,6 +43,10 @@ class AttackPreset:
     norm: str = "l2"
     eps: float = 0.0
     norms: tuple[str, ...] = ("l2", "linf")
+    support: str | None = None
+    linf_mode: str = "complex"
+    loss: str = "mse"
+    unsupervised: bool = False
     options: tuple[str, ...] = ()
     about: str = ""
 
@@ -94,8 +102,18 @@ ATTACKS: dict[str, AttackPreset] = {
     "pgd-image": AttackPreset(
         "perturbation", lambda args, threat, loss: _pgd(args, threat, loss, step_size=0.2), "image", "linf", 0.01,
         options=_ITERATIVE,
-        about="PGD on the zero-filled image, |delta| <= eps max|A^H y|, 10 steps of eps/5; "
-        "Saberi, Zhang, Akcakaya arXiv:2501.01908",
+        about="PGD on an image perturbation delta added to the measured data, y + A delta (so only its part "
+        "on the acquired k-space reaches the model: the zero-filled image moves by A^H A delta), "
+        "|delta| <= eps max|A^H y|, 10 steps of eps/5; the attacker touches only the measurements",
+    ),
+    "pgd-input": AttackPreset(
+        "perturbation", lambda args, threat, loss: _pgd(args, threat, loss, step_size=0.2), "image", "linf", 0.01,
+        support="network_input", linf_mode="real_imag", loss="relative_l2", unsupervised=True,
+        options=("steps", "step_size", "restarts", "loss", "eot_samples"),
+        about="PGD on the network's input image itself (not projected onto the measurements), real and "
+        "imaginary parts each <= eps max|A^H y|, 10 steps of eps/5 from a random start, unsupervised loss "
+        "||f(x+d) - f(x)|| / ||f(x)||: the threat of Saberi, Zhang, Akcakaya arXiv:2501.01908 (models that "
+        "take input_delta: zero_filled, unet, resunet, modl)",
     ),
     "fgsm-kspace": AttackPreset(
         "perturbation", _fgsm, "kspace", "l2", 0.02, options=("loss",),
@@ -151,8 +169,11 @@ def build_attack(name: str, **options: Any) -> Any:
     if norm not in preset.norms:
         raise ConfigError(f"norm {norm!r} is not available for {name}; choose one of {list(preset.norms)}")
     eps = preset.eps if args.eps is None else args.eps
-    threat = ThreatModel(domain=preset.domain, norm=norm, eps=eps, relative=args.relative, amplitude=args.amplitude)
-    loss = AttackLoss(kind=args.loss or "mse", reference="clean" if args.unsupervised else "target")
+    threat = ThreatModel(domain=preset.domain, norm=norm, eps=eps, relative=args.relative, amplitude=args.amplitude,
+                         support=preset.support, linf_mode=preset.linf_mode)
+    kind, unsupervised = args.loss or preset.loss, args.unsupervised or preset.unsupervised
+    loss = AttackLoss(kind=kind, reference="clean" if unsupervised else "target",
+                      complex_valued=preset.unsupervised and kind != "ssim")
     return preset.build(args, threat, loss)
 
 

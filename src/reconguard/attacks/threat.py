@@ -11,10 +11,23 @@ Domains and supports (``y`` = measured under-sampled k-space, ``A = M F S`` the 
 - ``kspace`` / ``acquired``: ``y_adv = y + M delta``, ``delta`` zero off the acquired samples;
 - ``kspace`` / ``full``: ``delta`` lives on the full k-space grid before masking (its unacquired
   part never reaches the model but counts in the norm);
-- ``image`` / ``zero_filled``: ``delta`` perturbs the zero-filled image, relative budgets refer to
-  ``max |A^H y|``; ``y_adv = y + A delta``;
+- ``image`` / ``zero_filled``: ``delta`` is an image whose measured part is added to the data,
+  ``y_adv = y + A delta``, so the zero-filled image moves by ``A^H A delta`` (only the part of
+  ``delta`` on the acquired k-space survives); relative budgets refer to ``max |A^H y|``;
 - ``image`` / ``fully_sampled``: ``delta`` perturbs the fully sampled image before
   under-sampling, relative budgets refer to the target's maximum; ``y_adv = y + A delta``.
+- ``image`` / ``network_input``: ``delta`` is added to the *network's input image* ``A^H y``
+  itself and is not projected onto the measurements (Saberi et al.'s threat): ``y`` is unchanged
+  and the model gets ``input_delta=delta``, so the part of ``delta`` outside the acquired k-space
+  reaches the network too (a change of ``y`` can only move ``A^H y`` by ``A^H A delta``).
+  Relative budgets refer to ``max |A^H y|`` as for ``zero_filled``. Only reconstructors with
+  ``accepts_input_delta`` take it (:data:`reconguard.models.base.INPUT_DELTA_MODELS`: the image
+  networks add it to their zero-filled input, MoDL to ``A^H y`` in its first denoiser and every
+  data-consistency step); :meth:`ThreatModel.model_input` says what to pass.
+
+The ``zero_filled`` and ``network_input`` image threats differ most on physics-based networks: an
+attacker who can touch only the measured data is in the first, one who can touch the image the
+network is given (a compromised pre-processing step) in the second.
 
 References:
     Antun et al., "On instabilities of deep learning in image reconstruction", arXiv:1902.05300;
@@ -38,8 +51,12 @@ from reconguard.physics.fft import fft2c
 
 Domain = Literal["kspace", "image"]
 Norm = Literal["l2", "linf", "l0"]
-_SUPPORTS = {"kspace": ("acquired", "full"), "image": ("zero_filled", "fully_sampled")}
+_SUPPORTS = {"kspace": ("acquired", "full"), "image": ("zero_filled", "fully_sampled", "network_input")}
 _TINY = 1e-12
+#: Largest l2/linf budget (relative or absolute): beyond it float32 norms of the perturbation overflow
+#: and an attack would silently do nothing. l0 budgets (sample counts) stop at ``MAX_L0``.
+MAX_EPS = 1e6
+MAX_L0 = 2**31 - 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,10 +93,19 @@ class ThreatModel:
             raise ConfigError(f"threat domain must be 'kspace' or 'image', got {self.domain!r}")
         if self.norm not in ("l2", "linf", "l0"):
             raise ConfigError(f"threat norm must be 'l2', 'linf' or 'l0', got {self.norm!r}")
-        if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps >= 0):
+        if isinstance(self.eps, bool) or not (
+            isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps >= 0
+        ):
             raise ConfigError(f"eps must be a finite number >= 0, got {self.eps!r}")
-        if self.norm == "l0" and (self.eps != int(self.eps) or self.domain != "kspace"):
-            raise ConfigError(f"an l0 threat counts k-space samples: eps must be an integer, got {self.eps}")
+        if self.norm == "l0" and (self.eps != int(self.eps) or self.domain != "kspace" or self.eps > MAX_L0):
+            raise ConfigError(
+                f"an l0 threat counts k-space samples: eps must be an integer <= {MAX_L0}, got {self.eps}"
+            )
+        if self.norm != "l0" and self.eps > MAX_EPS:
+            raise ConfigError(
+                f"eps {self.eps:g} is above the largest supported budget {MAX_EPS:g}: float32 arithmetic on "
+                "such a perturbation overflows and the attack would silently do nothing"
+            )
         if self.linf_mode not in ("complex", "real_imag"):
             raise ConfigError(f"linf_mode must be 'complex' or 'real_imag', got {self.linf_mode!r}")
         if self.per_coil and (self.domain, self.norm) != ("kspace", "l2"):
@@ -189,6 +215,25 @@ class ThreatModel:
             return torch.maximum(flat.real.abs().amax(dim=1), flat.imag.abs().amax(dim=1))
         return flat.abs().amax(dim=1)
 
+    def model_input(
+        self,
+        masked_kspace: torch.Tensor,
+        mask: torch.Tensor,
+        delta: torch.Tensor,
+        coil_maps: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What the model is given under ``delta``: ``(k-space, input_delta)``.
+
+        ``(y, delta)`` for ``network_input`` threats, ``(apply(...), None)`` for all others; call
+        the model as ``model(kspace, mask, coil_maps=..., input_delta=input_delta)``.
+
+        Shapes:
+            masked_kspace: ``(B, C, H, W)``; delta: :meth:`delta_shape`
+        """
+        if self.support == "network_input":
+            return masked_kspace, delta
+        return self.apply(masked_kspace, mask, delta, coil_maps), None
+
     def apply(
         self,
         masked_kspace: torch.Tensor,
@@ -198,9 +243,14 @@ class ThreatModel:
     ) -> torch.Tensor:
         """The perturbed measurement ``y + M delta`` (k-space) or ``y + A delta`` (image).
 
+        Not defined for ``network_input`` threats, which leave ``y`` unchanged (use
+        :meth:`model_input`).
+
         Shapes:
             masked_kspace: ``(B, C, H, W)``; delta: :meth:`delta_shape` -> ``(B, C, H, W)``
         """
+        if self.support == "network_input":
+            raise ConfigError("a network_input threat does not change the measurement; use model_input()")
         if self.domain == "image":
             if masked_kspace.shape[1] > 1 and coil_maps is None:
                 raise ConfigError("an image-domain threat on multi-coil data needs coil maps")

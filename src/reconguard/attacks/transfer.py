@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from reconguard.attacks.base import Attack, AttackResult, frozen
+from reconguard.attacks.base import Attack, AttackResult, frozen, reconstruct_under
 from reconguard.errors import ConfigError
 from reconguard.metrics import slice_metrics
 from reconguard.models.base import Reconstructor
@@ -121,10 +121,9 @@ def _evaluate(
     with frozen(model), torch.no_grad():
         clean = model(masked_kspace, mask, coil_maps=coil_maps)
         recon, noise_recon = (
-            model(threat.apply(masked_kspace, mask, d, coil_maps), mask, coil_maps=coil_maps)
-            for d in (source.delta, noise)
+            reconstruct_under(model, threat, masked_kspace, mask, d, coil_maps) for d in (source.delta, noise)
         )
-        reference = target if attack.loss.reference == "target" else clean.abs()
+        reference = attack.loss.reference_image(clean, target)
         losses = [attack.loss(r, reference, data_range=max_value) for r in (clean, recon, noise_recon)]
         peak = target.flatten(1).amax(dim=1) if max_value is None else max_value
         metrics = _metrics(target, dict(zip(CONDITIONS, (clean, recon, noise_recon))), peak)

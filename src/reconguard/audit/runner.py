@@ -14,6 +14,11 @@ Conditions recorded per slice (metrics psnr, ssim, nmse unless said otherwise):
   model, then defended;
 - transfer cells (``source != model``): the surrogate's perturbation on the target;
 - feature cells (FNAF): ``clean``, and ``fnaf`` with metrics ``feature_loss``, ``hit``, ``accepted``;
+- every cell also records ``zero_filled``: zero-filling of the same under-sampled k-space (the
+  baseline of the report's quality gate);
+- defended perturbation cells whose defense has a calibrated detector (the cyclic defense) record
+  ``detector_score`` and ``flagged`` (1 if the score exceeds the threshold) under ``clean``,
+  ``attacked`` and ``nonadaptive``: the detector on each input;
 - every perturbation cell also records ``artefact`` metrics of the error map attacked - clean
   (``spectral_flatness``, ``neighbour_correlation``, ``edge_correlation``;
   :func:`reconguard.metrics.describe_artefact`): noise-like vs anatomy-like damage.
@@ -149,11 +154,11 @@ def _feature_unit(batch, mask_fn, attack, through) -> tuple[list[tuple], tuple]:
     from reconguard.physics.operators import center_crop
     from reconguard.training.evaluation import magnitude
 
-    _, mask = batch.undersample(mask_fn)
+    masked_kspace, mask = batch.undersample(mask_fn)
     result = attack(through, batch.kspace, mask, coil_maps=batch.coil_maps, max_value=batch.max_value)
     featured = center_crop(result.target, batch.target.shape[-2:])
     images = {"clean": magnitude(result.clean_recon, batch.target), "attacked": magnitude(result.recon, featured)}
-    records = _records(batch, {"clean": images["clean"]}, batch.target)
+    records = _records(batch, {"clean": images["clean"], **_zero_filled(batch, masked_kspace)}, batch.target)
     records += _records(batch, {"attacked": images["attacked"]}, featured)
     values = {"feature_loss": result.feature_loss, "hit": result.hit, "accepted": result.accepted}
     records += _extra(batch, "fnaf", values)
@@ -175,12 +180,41 @@ def _perturbation_unit(ws, cell, batch, mask_fn, attack, model, defended, throug
     if defended is not model:
         plain = attack(model, masked_kspace, mask, **inputs)
         with torch.no_grad():
-            recons["nonadaptive"] = defended(plain.adv_kspace, mask, coil_maps=batch.coil_maps)
+            recons["nonadaptive"] = plain.replay(defended, mask, coil_maps=batch.coil_maps)
     images = {k: magnitude(v, batch.target) for k, v in recons.items()}
     described = describe_artefact(images["attacked"] - images["clean"], batch.target)
-    records = _records(batch, images, batch.target)
+    records = _records(batch, {**images, **_zero_filled(batch, masked_kspace)}, batch.target)
     records += _extra(batch, "artefact", {k: described[k] for k in SHAPE_DESCRIPTORS})
+    if defended is not model:
+        records += _detector(batch, defended, mask, {"clean": masked_kspace, "attacked": result, "nonadaptive": plain})
     return records, _panels(batch, images, batch.target, None)
+
+
+def _zero_filled(batch, masked_kspace) -> dict[str, torch.Tensor]:
+    """Zero-filling of the same under-sampled k-space: the baseline of the report's quality gate."""
+    from reconguard.models.zero_filled import zero_filled
+    from reconguard.training.evaluation import magnitude
+
+    return {"zero_filled": magnitude(zero_filled(masked_kspace, batch.coil_maps), batch.target)}
+
+
+@torch.no_grad()
+def _detector(batch, defended, mask, inputs: dict[str, Any]) -> list[tuple]:
+    """``detector_score`` and ``flagged`` per slice and input, for a defense with a calibrated
+    detector (the cyclic defense): flagged attacked inputs are true alarms, flagged clean ones false.
+    Inputs are k-space or attack results; a network-input attack leaves k-space as it was, so its
+    input is skipped."""
+    threshold = getattr(defended, "threshold", None)
+    if threshold is None or not callable(getattr(defended, "score", None)):
+        return []
+    rows = []
+    for condition, item in inputs.items():
+        if getattr(item, "input_delta", None) is not None:
+            continue
+        kspace = getattr(item, "adv_kspace", item)
+        score = defended.score(kspace, mask, coil_maps=batch.coil_maps)
+        rows += _extra(batch, condition, {"detector_score": score, "flagged": (score > threshold).float()})
+    return rows
 
 
 def _extra(batch, condition: str, values: dict[str, torch.Tensor]) -> list[tuple]:

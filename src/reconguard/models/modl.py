@@ -120,6 +120,13 @@ class MoDL(ReconstructorModule):
     maximum ~1 whatever the scale of k-space. Without ``coil_maps`` multi-coil data get ESPIRiT
     maps (see :func:`~reconguard.models.classical.resolve_operator`).
 
+    A network-input perturbation ``input_delta`` is added to ``A^H y`` (after the scale is taken
+    from the unperturbed ``A^H y``), and so enters the first denoiser *and* every
+    data-consistency right-hand side, as in Saberi et al.'s code, where the network's input image
+    ``zf`` is both. Its component outside the measured k-space leaves each data-consistency step
+    multiplied by ``1 / lam`` (``(A^H A + lam I)`` is ``lam`` there): a small learned ``lam``
+    makes MoDL fragile to such inputs.
+
     Args:
         num_unrolls: Number of denoiser / data-consistency alternations ``K``.
         cg_iterations: Conjugate-gradient iterations per data-consistency step.
@@ -136,6 +143,7 @@ class MoDL(ReconstructorModule):
     """
 
     name = "modl"
+    accepts_input_delta = True
 
     def __init__(
         self,
@@ -164,11 +172,14 @@ class MoDL(ReconstructorModule):
         return F.softplus(self.raw_lam)
 
     def _reconstruct(
-        self, masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None
+        self, masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None,
+        input_delta: torch.Tensor | None = None,
     ) -> torch.Tensor:
         operator = resolve_operator(masked_kspace, mask, coil_maps)
         adjoint = operator.adjoint(masked_kspace)
         scale = instance_scale(adjoint)
+        if input_delta is not None:
+            adjoint = adjoint + input_delta
         adjoint = adjoint / scale
         lam = self.lam
         image = adjoint

@@ -315,6 +315,7 @@ class ResUNetPP(ReconstructorModule):
     """
 
     name = "resunet"
+    accepts_input_delta = True
 
     def __init__(
         self,
@@ -347,7 +348,8 @@ class ResUNetPP(ReconstructorModule):
         )
 
     def _reconstruct(
-        self, masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None
+        self, masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None,
+        input_delta: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return image_network(self.network, masked_kspace, coil_maps, complex_channels=self.config["in_chans"] == 2,
-                             residual=self.config["residual"])
+                             residual=self.config["residual"], input_delta=input_delta)

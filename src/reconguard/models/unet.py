@@ -168,15 +168,19 @@ class UNetNetwork(nn.Module):
 
 
 def image_network(network, masked_kspace: torch.Tensor, coil_maps: torch.Tensor | None, *,
-                  complex_channels: bool, residual: bool = False) -> torch.Tensor:
-    """An image-to-image network as a reconstructor, as fastMRI's U-Net: zero-filled image ->
-    magnitude (or real and imaginary channels) -> instance-normalised, clamped to ``+-CLAMP`` ->
-    ``network`` (``+ input`` when ``residual``) -> un-normalised -> complex image.
+                  complex_channels: bool, residual: bool = False,
+                  input_delta: torch.Tensor | None = None) -> torch.Tensor:
+    """An image-to-image network as a reconstructor, as fastMRI's U-Net: zero-filled image
+    (``+ input_delta``, the network-input perturbation) -> magnitude (or real and imaginary
+    channels) -> instance-normalised, clamped to ``+-CLAMP`` -> ``network`` (``+ input`` when
+    ``residual``) -> un-normalised -> complex image.
 
     Shapes:
-        masked_kspace: ``(B, C, H, W)`` -> ``(B, 1, H, W)`` complex64
+        masked_kspace: ``(B, C, H, W)`` -> ``(B, 1, H, W)`` complex64; input_delta ``(B, 1, H, W)``
     """
     image = zero_filled(masked_kspace, coil_maps)
+    if input_delta is not None:
+        image = image + input_delta
     channels = torch.cat([image.real, image.imag], dim=1) if complex_channels else image.abs()
     normed, mean, std = normalize_instance(channels)
     output = network(normed.clamp(-CLAMP, CLAMP))
@@ -234,6 +238,7 @@ class UNet(ReconstructorModule):
     """
 
     name = "unet"
+    accepts_input_delta = True
 
     def __init__(
         self, *, in_chans: int = 1, chans: int = 32, num_pool_layers: int = 4, drop_prob: float = 0.0
@@ -250,6 +255,8 @@ class UNet(ReconstructorModule):
         return run_unet(self, image)
 
     def _reconstruct(
-        self, masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None
+        self, masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None,
+        input_delta: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return image_network(self.network, masked_kspace, coil_maps, complex_channels=self.config["in_chans"] == 2)
+        return image_network(self.network, masked_kspace, coil_maps, complex_channels=self.config["in_chans"] == 2,
+                             input_delta=input_delta)

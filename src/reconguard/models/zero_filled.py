@@ -35,11 +35,17 @@ def zero_filled(masked_kspace: torch.Tensor, coil_maps: torch.Tensor | None = No
 
 
 class ZeroFilled(ReconstructorModule):
-    """The zero-filled baseline as a :class:`~reconguard.models.base.Reconstructor`."""
+    """The zero-filled baseline as a :class:`~reconguard.models.base.Reconstructor`.
+
+    A network-input perturbation (``input_delta``) passes straight to the output.
+    """
 
     name = "zero_filled"
+    accepts_input_delta = True
 
     def _reconstruct(
-        self, masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None
+        self, masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None,
+        input_delta: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return zero_filled(masked_kspace, coil_maps)
+        image = zero_filled(masked_kspace, coil_maps)
+        return image if input_delta is None else image + input_delta
