@@ -7,6 +7,7 @@ import torch
 
 from reconguard.errors import ConfigError, DataError
 from reconguard.models import registry
+from reconguard.models.classical import instance_scale
 from reconguard.models.diffusion import (
     DiffusionReconstructor,
     NoiseSchedule,
@@ -17,7 +18,8 @@ from reconguard.models.diffusion import (
     residual_norm,
     timestep_embedding,
 )
-from reconguard.physics import MRIOperator, RandomMask, fft2c, simulate_coil_maps
+from reconguard.models.diffusion.model import calibration_block, calibration_scale
+from reconguard.physics import MRIOperator, RandomMask, fft2c, ifft2c, simulate_coil_maps
 from tests.conftest import random_complex
 
 B, H, W = 2, 16, 16
@@ -114,6 +116,67 @@ def test_training_loss_decreases_on_a_fixed_batch(prediction, gen):
         model.training_loss(images * float("nan"))
 
 
+def test_calibration_scale_is_the_same_for_fully_sampled_and_under_sampled_data(gen):
+    # The prior must see a training image and its measurement at one scale: the old scale, the
+    # maximum of A^H y, differs from the fully sampled maximum (aliasing moves the peak).
+    size, fraction = 32, 0.125
+    coarse = random_complex((4, 1, 6, 6), gen)
+    image = torch.complex(*(torch.nn.functional.interpolate(p, size=(size, size), mode="bicubic")
+                            for p in (coarse.real, coarse.imag)))
+    kspace = fft2c(image)
+    mask = RandomMask(acceleration=4, center_fraction=0.25)((4, 1, 1, size), seed=3)
+    zero_filled = ifft2c(kspace * mask)
+    full_scale = calibration_scale(image, fraction)
+    torch.testing.assert_close(calibration_scale(zero_filled, fraction), full_scale, rtol=1e-5, atol=0)
+    assert not torch.allclose(instance_scale(zero_filled), instance_scale(image), rtol=1e-2)
+    rows, cols = calibration_block(size, size, fraction)
+    assert (rows.stop - rows.start, cols.stop - cols.start) == (4, 4) and rows.start == cols.start == 14
+    torch.testing.assert_close(calibration_scale(image * 3.0, fraction), 3.0 * full_scale)
+
+
+def test_a_mask_without_the_calibration_block_is_refused(gen):
+    masked, mask, _ = _acquisition(gen, 1)
+    with pytest.raises(DataError, match="central"):
+        _model(calib_fraction=0.5)(masked, mask)  # an 8x8 block; the masks acquire 4 central lines
+
+
+def test_reconstruction_is_equivariant_to_the_data_scale(gen):
+    masked, mask, _ = _acquisition(gen, 1)
+    with torch.no_grad():
+        out = _model(seed=5)(masked, mask)
+        scaled = _model(seed=5)(masked * 1e-4, mask)  # fastMRI-like k-space magnitudes
+    torch.testing.assert_close(scaled, out * 1e-4, rtol=1e-4, atol=1e-5 * 1e-4 * float(out.abs().max()))
+
+
+def test_averaged_posterior_samples(gen):
+    masked, mask, _ = _acquisition(gen, 1)
+    averaged, single = _model(samples=3, seed=2), _model(seed=2)
+    with torch.no_grad():
+        out = averaged(masked, mask)
+        # The same draws as one batched run of a one-sample model on the repeated batch.
+        draws = single(masked.repeat(3, 1, 1, 1), mask.repeat(3, 1, 1, 1))
+    torch.testing.assert_close(out, draws.reshape(3, B, 1, H, W).mean(0), rtol=1e-5, atol=1e-6)
+    scale = fft2c(out).abs().max()
+    torch.testing.assert_close(fft2c(out) * mask, masked, atol=1e-6 * float(scale), rtol=0)
+    assert not torch.allclose(out, draws[:B]) and "samples=3" in repr(averaged)
+
+
+def test_augmentation_is_seeded_and_changes_what_the_prior_sees(gen):
+    images = _smooth_images(gen, 4)
+    plain, augmented = _model(), _model(augment=True)
+
+    def loss(model, seed: int) -> float:
+        with torch.no_grad():
+            return model.training_loss(images, generator=torch.Generator().manual_seed(seed)).item()
+
+    assert loss(augmented, 1) == loss(augmented, 1)
+    assert loss(augmented, 1) != loss(plain, 1)
+    torch.testing.assert_close(  # scale-free with or without augmentation
+        augmented.training_loss(images * 1e3, generator=torch.Generator().manual_seed(1)),
+        augmented.training_loss(images, generator=torch.Generator().manual_seed(1)),
+    )
+
+
 def test_projection_single_coil_is_exact_and_idempotent(gen):
     masked, mask, _ = _acquisition(gen, 1)
     x = random_complex((B, 1, H, W), gen)
@@ -208,6 +271,10 @@ def test_dps_output_is_consistent_after_the_final_projection(gen):
         {"steps": True},
         {"clip": 0.0},
         {"prediction": "x0"},
+        {"samples": 0},
+        {"calib_fraction": 0.0},
+        {"calib_fraction": 1.5},
+        {"augment": 1},
     ],
 )
 def test_bad_hyper_parameters_raise(bad):
