@@ -10,6 +10,7 @@ import torch
 from reconguard.attacks import BPDA, PGD, ThreatModel
 from reconguard.defenses.base import Defense
 from reconguard.defenses.cyclic import CyclicMitigation, CyclicResult
+from reconguard.defenses.cyclic_masks import delta_masks
 from reconguard.errors import ConfigError, DataError
 from reconguard.models import ZeroFilled, build
 from reconguard.models.base import Reconstructor
@@ -184,24 +185,63 @@ def test_calibrate_takes_scores_and_rejects_bad_input(unet):
 
 
 @pytest.mark.parametrize("coils", [1, 3])
-def test_batching_changes_the_cost_not_the_result(coils, modl):
+@pytest.mark.parametrize("variable", ["measured", "input"])
+def test_batching_changes_the_cost_not_the_result(coils, variable, modl):
     batch = make_batch(coils=coils)
     args, maps = _args(batch), batch["coil_maps"]
-    slow = CyclicMitigation.reference(modl, steps=4)
-    fast = CyclicMitigation.reference(modl, steps=4, batched_masks=True, share_first_stage=True)
+    slow = CyclicMitigation.reference(modl, steps=4, variable=variable)
+    fast = CyclicMitigation.reference(modl, steps=4, variable=variable, batched_masks=True, share_first_stage=True)
     a, b = slow.mitigate(*args, coil_maps=maps), fast.mitigate(*args, coil_maps=maps)
     assert (a.evaluations, b.evaluations) == (4 * 3 * 2, 4 * 2)
     torch.testing.assert_close(a.score, b.score, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(a.loss, b.loss, rtol=1e-5, atol=1e-6)
+    if variable == "input":
+        # An untrained MoDL multiplies input changes off Omega by 1 / lam = 20 at each unroll, so
+        # round-off differences between the two orders of summation grow into different iterates.
+        return
     # Sign steps through a CNN + CG solver amplify round-off (gradients agree to ~1e-6 relative
     # at the start), so after a few steps the iterates agree to a small fraction of the budget.
     torch.testing.assert_close(a.delta, b.delta, rtol=0, atol=0.05 * float(a.budget.min()))
     torch.testing.assert_close(a.recon, b.recon, rtol=1e-4, atol=1e-4)  # image maximum ~1
 
 
+def test_paper_configuration_mitigates_the_whole_input_inside_its_box(modl):
+    batch = make_batch(coils=1)
+    y, mask = _args(batch)
+    paper = CyclicMitigation.paper(modl, steps=3)
+    assert (paper.variable, paper.threat.linf_mode, paper.jitter_phase, paper.jitter_scale) == (
+        "input", "real_imag", "equal", 6.0)
+    assert paper.threshold is None and paper.patience is None and paper.batched_masks
+    given = 0.005 * torch.randn(y.shape[0], 1, *y.shape[-2:], dtype=torch.complex64,
+                                generator=torch.Generator().manual_seed(1))
+    result = paper.mitigate(y, mask, input_delta=given)
+    box = result.budget * (1 + 1e-6)
+    assert bool((result.delta.real.abs() <= box).all()) and bool((result.delta.imag.abs() <= box).all())
+    assert bool((result.loss <= result.score + 1e-7).all())  # the lowest-loss iterate is kept
+    with torch.no_grad():  # the returned image is the model's reconstruction of that iterate
+        torch.testing.assert_close(result.recon, modl(y, mask, input_delta=given + result.delta))
+    frozen_ball = CyclicMitigation.paper(modl, steps=2, eps=0.0)
+    with torch.no_grad():
+        torch.testing.assert_close(frozen_ball(y, mask, input_delta=given), modl(y, mask, input_delta=given))
+    with pytest.raises(ConfigError, match="variable='input' needs a model"):
+        CyclicMitigation.paper(build("varnet", num_cascades=1, chans=4, pools=2, sens_chans=2, sens_pools=1))
+
+
+def test_equal_phase_jitter_has_equal_real_and_imaginary_parts(modl):
+    batch = make_batch(coils=1)
+    y, mask = _args(batch)
+    for phase, equal in (("equal", True), ("circular", False)):
+        defense = CyclicMitigation(modl, jitter_phase=phase, steps=1)
+        prepared = defense._prepare(y, mask.to(torch.bool), None, None)
+        assert torch.equal(prepared.noise.real, prepared.noise.imag) is equal
+        rms = float(prepared.noise.abs().square().mean().sqrt())
+        assert rms == pytest.approx(1.0, rel=0.05)
+
+
 def test_reference_configuration():
     ref = CyclicMitigation.reference(ZeroFilled())
     assert (ref.num_masks, ref.threat.eps, ref.step_size, ref.steps, ref.stages) == (3, 0.01, 0.005, 100, 2)
+    assert (ref.variable, ref.threat.linf_mode, ref.jitter_phase) == ("input", "real_imag", "equal")
     assert ref.patience is None and ref.threshold is None and ref.jitter_scale == 6.0
     assert not ref.batched_masks and not ref.share_first_stage
     with pytest.raises(ConfigError):
@@ -228,16 +268,15 @@ def test_restores_mode_and_requires_grad_and_never_touches_weight_gradients(unet
 def test_delta_masks_differ_from_omega_and_share_its_acceleration():
     batch = make_batch(coils=1, batch=1, seed=3)
     _, mask = _args(batch)
-    defense = CyclicMitigation(ZeroFilled())
-    deltas = defense._delta_masks(mask, (32, 32))
+    deltas = delta_masks(mask, (32, 32), num_masks=3, generator=None, seed=0)
     assert deltas.shape == (3, 1, 1, 1, 32) and deltas.dtype == torch.bool
     lines = [d.flatten() for d in deltas[:, 0]]
     assert all(not torch.equal(d, mask.flatten()) for d in lines)
     assert len({tuple(d.tolist()) for d in lines}) == 3
     assert abs(float(deltas.float().mean()) - float(mask.float().mean())) < 0.15
-    assert torch.equal(deltas, defense._delta_masks(mask, (32, 32)))
-    custom = CyclicMitigation(ZeroFilled(), mask_generator=EquispacedMask(acceleration=4, center_fraction=0.08))
-    assert custom._delta_masks(mask, (32, 32)).float().sum(dim=-1).max() <= 32 / 4 + 3
+    assert torch.equal(deltas, delta_masks(mask, (32, 32), num_masks=3, generator=None, seed=0))
+    custom = EquispacedMask(acceleration=4, center_fraction=0.08)
+    assert delta_masks(mask, (32, 32), num_masks=3, generator=custom, seed=0).float().sum(dim=-1).max() <= 32 / 4 + 3
 
 
 def test_stages_and_options():

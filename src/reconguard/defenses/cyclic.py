@@ -1,37 +1,56 @@
 """Training-free cyclic measurement-consistency mitigation (and detector) of adversarial inputs.
 
-An attack on the acquired samples ``Omega`` changes the reconstruction most on the samples it
-*infers* (the unacquired ones). Re-undersampling the reconstruction with other masks ``Delta_k``
-and reconstructing again exposes this as a cyclic inconsistency on ``Omega``::
+An attack changes the reconstruction most on the k-space samples the network *infers* (the
+unacquired ones). Re-undersampling the reconstruction with other masks ``Delta_k`` and
+reconstructing again exposes this as a cyclic inconsistency on the acquired samples ``Omega``::
 
-    x1 = f(y, Omega);  x2 = f(P_Delta (A x1 + j), Delta);  L = ||P_Omega A x2 - y|| / ||P_Omega A x2||
+    x1 = f(z);  x2 = f(P_Delta (A x1 + j), Delta);  L(z) = ||y(z) - P_Omega A x2|| / ||P_Omega A x2||
 
-(``A`` the full-grid forward operator, ``j`` a fixed jitter, ``L`` averaged over the ``Delta_k``).
-The mitigation minimises ``L`` over an image-domain perturbation of the input inside the linf ball
-of :class:`~reconguard.attacks.ThreatModel` ``(domain="image", norm="linf", eps)`` -- the attacks'
-ball, relative to ``max |A^H y|`` of the given input -- by projected complex-sign gradient descent
-with a linearly decaying step, keeping per slice the iterate of lowest ``L`` (no label needed).
-``L`` of the input itself is the detector score: slices below a calibrated threshold get the plain
+(``z`` the network's input, ``y(z)`` the measurements it holds, ``A`` the full-grid forward
+operator, ``j`` a fixed jitter, ``L`` averaged over the ``Delta_k``). The mitigation minimises ``L``
+over a perturbation ``v`` of the given input inside a linf ball of radius ``eps * max |A^H y|``
+(the attacks' convention) by projected complex-sign gradient descent with a linearly decaying
+step, keeping per slice the ``x1`` of the iterate of lowest ``L`` (no label needed). ``L`` of the
+input itself is the detector score: with a ``threshold``, slices below it get the plain
 reconstruction back, at the cost of one extra batched pass (over ``detector_masks`` of the masks).
 
-Readings of the reference (arXiv:2501.01908 and its code) where it leaves room:
+What ``v`` may change (``variable``):
+
+- ``"input"`` (the paper's): the whole network-input image, ``z = A^H y + d + v`` -- the model gets
+  ``input_delta = d + v`` (``d``: a network-input perturbation given with the input, see
+  :mod:`reconguard.attacks.threat`) and ``y(z) = y + A (d + v)``. Needs a model with
+  ``accepts_input_delta``.
+- ``"measured"``: only the measurements, ``y + A v`` (what a scanner's data can be), for models that
+  take k-space only; the part of ``v`` outside ``Omega`` is lost.
+
+Readings of the reference (arXiv:2501.01908 and its code, ``CycMit-MRI``) where it leaves room:
 
 - *Stages.* Its ``cyclic_stages=2`` counts reconstructions, ``x1`` on ``Omega`` and ``x2`` on
   ``Delta``: one cycle, loss on the last. ``stages=S`` chains ``x_{s+1} = f(P_D (A x_s + j), D)``
   (chain ``k`` uses ``D = Delta_{(k + s - 1) mod K}`` at its ``s``-th cycle) and averages the loss
   of ``x2 .. xS``; ``S = 2`` is the reference.
-- *Jitter.* Circular complex Gaussian noise on the full grid, per slice and coil of RMS
-  ``jitter_scale`` times the RMS residual ``y - P_Omega A x1`` on the acquired samples of the
-  *given* input; one pattern, drawn from ``seed``, for every slice, iteration and mask. The
-  reference measures the residual on the clean input (unknown to a user), uses equal real and
-  imaginary parts and scale 6 (:meth:`CyclicMitigation.reference`); the default 1 matches it.
-- *Masks.* ``num_masks`` masks per slice from ``mask_generator`` (default: a
+- *Jitter.* Gaussian noise on the full grid, per slice and coil of RMS ``jitter_scale`` times the
+  RMS residual ``y - P_Omega A f(y)`` on the acquired samples of the reconstruction of the
+  measurements (without any input perturbation); one pattern, drawn from ``seed``, for every
+  slice, iteration and mask; ``jitter_phase="equal"`` gives it equal real and imaginary parts as
+  the reference does, ``"circular"`` a circular complex Gaussian. The reference takes the residual
+  of the clean input, scale 6.
+- *Masks.* ``num_masks`` masks from ``mask_generator`` (default: a
   :class:`~reconguard.physics.RandomMask` with the acceleration and centre lines of ``Omega``),
-  each different from ``Omega`` and from the others where the generator allows it.
+  each different from ``Omega`` and from the others where the generator allows it; drawn from
+  ``seed`` only, so every slice with the same ``Omega`` gets the same fixed masks, as the
+  reference's three stored masks.
+- *Ball.* ``ball="real_imag"`` bounds real and imaginary parts separately (the reference's box);
+  ``"complex"`` bounds each entry's modulus.
 
+:meth:`CyclicMitigation.paper` is the reference's configuration (input variable, no detector,
+100 iterations without early stopping, step 0.005 decaying linearly, box 0.01, jitter 6 with equal
+parts, 3 masks); the constructor's defaults are a cheaper gated variant for measured-data threats.
 The score is only as informative as the model: it needs complex outputs (a magnitude-only U-Net
-has no phase to be consistent with) and a floor -- the model's own error on ``Omega \\ Delta`` --
-below the change an attack causes.
+has no phase to be consistent with), a floor -- the model's own error on ``Omega \\ Delta`` --
+below the change an attack causes, and (``variable="input"``) a model whose ``L`` is lowest near
+the clean input: a physics-based network whose data-consistency weight amplifies input components
+outside ``Omega`` lets the optimiser lower ``L`` by moving there.
 
 References:
     Saberi, Zhang, Akcakaya, "Training-free mitigation of adversarial attacks on deep
@@ -48,17 +67,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from reconguard.attacks.base import frozen
+from reconguard.attacks.base import call_model, frozen
 from reconguard.attacks.threat import ThreatModel
 from reconguard.defenses.base import Defense
+from reconguard.defenses.cyclic_masks import delta_masks
 from reconguard.errors import ConfigError, DataError, require
-from reconguard.physics.masks import MaskGenerator, RandomMask
+from reconguard.models.base import validate_input_delta
+from reconguard.physics.masks import MaskGenerator
 from reconguard.physics.operators import MRIOperator, validate_kspace
 
 _TINY = 1e-12
-_MAX_DRAWS = 64
-_REFERENCE = dict(num_masks=3, eps=0.01, step_size=0.005, steps=100, stages=2, jitter_scale=6.0,
-                  patience=None, threshold=None, batched_masks=False, share_first_stage=False)
+# The paper's configuration (arXiv:2501.01908 and its code, Config.yaml): what it computes ...
+_PAPER = dict(num_masks=3, eps=0.01, step_size=0.005, steps=100, stages=2, jitter_scale=6.0, patience=None,
+              threshold=None, variable="input", ball="real_imag", jitter_phase="equal")
+# ... and how its code computes it (masks one after another, x1 recomputed for every mask).
+_REFERENCE = dict(_PAPER, batched_masks=False, share_first_stage=False)
+VARIABLES = ("measured", "input")
+BALLS = ("complex", "real_imag")
+JITTER_PHASES = ("circular", "equal")
 
 
 @dataclass(frozen=True)
@@ -67,7 +93,9 @@ class CyclicResult:
 
     Attributes:
         recon: Reconstruction of the returned input (the plain one for slices not mitigated).
-        delta: Image-domain perturbation added to the input (zero where not mitigated).
+        delta: The perturbation ``v`` of the input that was kept (zero where not mitigated):
+            an image added to the network input (``variable="input"``) or whose measured part
+            was added to ``y`` (``"measured"``).
         score: Cyclic loss of the given input (the detector score).
         loss: Cyclic loss (all masks) of the returned input where mitigated; the score elsewhere.
         mitigated: Which slices were optimised (score above the threshold).
@@ -94,7 +122,8 @@ class CyclicResult:
 
 @dataclass
 class _Batch:
-    """One batch with its ``Delta`` masks, fixed jitter, ball and step (per slice)."""
+    """One batch with its ``Delta`` masks, fixed jitter, ball and step (per slice), and the
+    network-input perturbation ``d`` it came with (``None``: none)."""
 
     y: torch.Tensor
     omega: torch.Tensor
@@ -103,12 +132,13 @@ class _Batch:
     noise: torch.Tensor
     budget: torch.Tensor
     step: torch.Tensor
+    given: torch.Tensor | None = None
     jitter: torch.Tensor | None = None
 
     def select(self, index: torch.Tensor) -> "_Batch":
         pick = lambda t: None if t is None else t[index]  # noqa: E731
         return _Batch(self.y[index], self.omega[index], pick(self.maps), self.deltas[:, index],
-                      self.noise[index], self.budget[index], self.step[index], pick(self.jitter))
+                      self.noise[index], self.budget[index], self.step[index], pick(self.given), pick(self.jitter))
 
 
 class CyclicMitigation(Defense):
@@ -118,7 +148,8 @@ class CyclicMitigation(Defense):
     ``seed`` (masks and jitter are drawn from it at every call), hence ``stochastic = False``.
     Not differentiable: the inner loop takes sign gradients and an argmin over iterates, so
     gradients through it say nothing; attack it adaptively with
-    :class:`~reconguard.attacks.BPDA` (e.g. ``BPDA(defense, defense.model)``).
+    :class:`~reconguard.attacks.BPDA` (e.g. ``BPDA(defense, defense.model)``). It takes an
+    ``input_delta`` (a network-input perturbation) when its model does.
 
     Args:
         model: Any reconstructor (single- or multi-coil; multi-coil needs ``coil_maps``).
@@ -128,6 +159,9 @@ class CyclicMitigation(Defense):
         steps: Maximum number of iterations.
         stages: Reconstructions per chain (see the module docstring; 2 = the reference).
         jitter_scale: Jitter level in units of the RMS measured residual (0 disables it).
+        jitter_phase: ``"circular"`` or ``"equal"`` (equal real and imaginary parts).
+        variable: ``"measured"`` or ``"input"`` (see the module docstring).
+        ball: ``"complex"`` (modulus) or ``"real_imag"`` (box) linf ball.
         mask_generator: Draws the ``Delta`` masks; ``None`` infers a ``RandomMask`` from
             ``Omega`` (Cartesian line masks only).
         threshold: Detector threshold (see :meth:`calibrate`); ``None`` mitigates every slice.
@@ -143,7 +177,8 @@ class CyclicMitigation(Defense):
 
     Shapes:
         masked_kspace: ``(B, C, H, W)`` complex64; mask: bool ``(B or 1, 1, 1 or H, W)``;
-        coil_maps: ``(B, C, H, W)`` (needed when ``C > 1``); output: ``(B, 1, H, W)`` complex64
+        coil_maps: ``(B, C, H, W)`` (needed when ``C > 1``); input_delta ``(B, 1, H, W)``;
+        output: ``(B, 1, H, W)`` complex64
 
     References:
         Saberi, Zhang, Akcakaya, arXiv:2501.01908.
@@ -154,10 +189,11 @@ class CyclicMitigation(Defense):
     stochastic = False
 
     def __init__(self, model, *, num_masks: int = 3, eps: float = 0.01, step_size: float = 0.005,
-                 steps: int = 100, stages: int = 2, jitter_scale: float = 1.0,
-                 mask_generator: MaskGenerator | None = None, threshold: float | None = None,
-                 detector_masks: int | None = None, patience: int | None = 10, tolerance: float = 1e-3,
-                 batched_masks: bool = True, share_first_stage: bool = True, seed: int = 0):
+                 steps: int = 100, stages: int = 2, jitter_scale: float = 1.0, jitter_phase: str = "circular",
+                 variable: str = "measured", ball: str = "complex", mask_generator: MaskGenerator | None = None,
+                 threshold: float | None = None, detector_masks: int | None = None, patience: int | None = 10,
+                 tolerance: float = 1e-3, batched_masks: bool = True, share_first_stage: bool = True,
+                 seed: int = 0):
         super().__init__(model)
         for label, value, low in (("num_masks", num_masks, 1), ("steps", steps, 1), ("stages", stages, 2)):
             require(isinstance(value, int) and value >= low, f"{label} must be an integer >= {low}, got {value!r}")
@@ -165,59 +201,82 @@ class CyclicMitigation(Defense):
                              ("tolerance", tolerance)):
             ok = isinstance(value, (int, float)) and np.isfinite(value) and value >= 0
             require(ok, f"{label} must be a finite number >= 0, got {value!r}")
+        for label, value, choices in (("variable", variable, VARIABLES), ("ball", ball, BALLS),
+                                      ("jitter_phase", jitter_phase, JITTER_PHASES)):
+            require(value in choices, f"{label} must be one of {list(choices)}, got {value!r}")
+        require(variable == "measured" or getattr(model, "accepts_input_delta", False),
+                f"variable='input' needs a model that takes a network-input perturbation (input_delta); "
+                f"{getattr(model, 'name', type(model).__name__)} does not")
         ok = detector_masks is None or (isinstance(detector_masks, int) and 1 <= detector_masks <= num_masks)
         require(ok, f"detector_masks must be None or an integer in [1, num_masks={num_masks}], got {detector_masks!r}")
-        self.detector_masks = detector_masks
         require(patience is None or (isinstance(patience, int) and patience >= 1),
                 f"patience must be None or an integer >= 1, got {patience!r}")
         require(mask_generator is None or isinstance(mask_generator, MaskGenerator),
                 f"mask_generator must be a MaskGenerator, got {type(mask_generator).__name__}")
-        self.threat = ThreatModel(domain="image", norm="linf", eps=float(eps))
-        self.num_masks, self.step_size, self.steps, self.stages = num_masks, float(step_size), steps, stages
-        self.jitter_scale, self.mask_generator = float(jitter_scale), mask_generator
-        self.patience, self.tolerance, self.seed = patience, float(tolerance), seed
-        self.batched_masks, self.share_first_stage = bool(batched_masks), bool(share_first_stage)
         require(threshold is None or (isinstance(threshold, (int, float)) and np.isfinite(threshold)),
                 f"threshold must be a finite number or None, got {threshold!r}")
+        support = "network_input" if variable == "input" else "zero_filled"
+        self.threat = ThreatModel(domain="image", norm="linf", eps=float(eps), linf_mode=ball, support=support)
+        self.num_masks, self.step_size, self.steps, self.stages = num_masks, float(step_size), steps, stages
+        self.jitter_scale, self.jitter_phase, self.variable = float(jitter_scale), jitter_phase, variable
+        self.mask_generator, self.detector_masks = mask_generator, detector_masks
+        self.patience, self.tolerance, self.seed = patience, float(tolerance), seed
+        self.batched_masks, self.share_first_stage = bool(batched_masks), bool(share_first_stage)
         self.threshold = None if threshold is None else float(threshold)
+        self.accepts_input_delta = bool(getattr(model, "accepts_input_delta", False))
         self.evaluations = 0
 
     @classmethod
-    def reference(cls, model, **overrides: Any) -> "CyclicMitigation":
-        """The reference implementation's configuration *and cost*, for side-by-side timing.
+    def paper(cls, model, **overrides: Any) -> "CyclicMitigation":
+        """The paper's configuration (see the module docstring), computed efficiently.
 
-        100 iterations without early stopping, jitter scale 6, masks evaluated one after
-        another, ``x1`` recomputed for every mask, no detector. Setting ``batched_masks`` and
-        ``share_first_stage`` back to ``True`` changes the cost only, not the result (up to
-        float round-off).
+        Every input is mitigated (no detector), over the whole network-input image, in a 0.01 box,
+        100 sign-gradient steps from 0.005 decaying linearly, jitter 6x the residual with equal
+        real and imaginary parts, 3 fixed masks. Needs a model with ``accepts_input_delta``.
         """
-        accepted = set(_REFERENCE) | {"tolerance", "mask_generator", "seed"}
+        return cls._configured(model, _PAPER, overrides)
+
+    @classmethod
+    def reference(cls, model, **overrides: Any) -> "CyclicMitigation":
+        """:meth:`paper` *at the reference code's cost*, for side-by-side timing: masks evaluated
+        one after another and ``x1`` recomputed for every mask. Setting ``batched_masks`` and
+        ``share_first_stage`` back to ``True`` changes the cost only, not the result (up to float
+        round-off)."""
+        return cls._configured(model, _REFERENCE, overrides)
+
+    @classmethod
+    def _configured(cls, model, preset: dict[str, Any], overrides: dict[str, Any]) -> "CyclicMitigation":
+        accepted = set(preset) | {"tolerance", "mask_generator", "seed", "batched_masks", "share_first_stage"}
         unknown = sorted(set(overrides) - accepted)
         require(not unknown, f"unknown option(s) {unknown} for CyclicMitigation; it accepts {sorted(accepted)}")
-        return cls(model, **{**_REFERENCE, **overrides})
+        return cls(model, **{**preset, **overrides})
 
     # -- public API ------------------------------------------------------------------------
 
-    def mitigate(self, masked_kspace: torch.Tensor, mask: torch.Tensor, *,
-                 coil_maps: torch.Tensor | None = None) -> CyclicResult:
+    def mitigate(self, masked_kspace: torch.Tensor, mask: torch.Tensor, *, coil_maps: torch.Tensor | None = None,
+                 input_delta: torch.Tensor | None = None) -> CyclicResult:
         """Detect, then mitigate the slices whose score exceeds :attr:`threshold` (all if ``None``).
 
         Returns:
             The :class:`CyclicResult`; clean slices cost ``x1`` plus one batched pass.
 
         Shapes:
-            masked_kspace: ``(B, C, H, W)``; mask: broadcastable; coil_maps: ``(B, C, H, W)``
+            masked_kspace: ``(B, C, H, W)``; mask: broadcastable; coil_maps: ``(B, C, H, W)``;
+            input_delta: ``(B, 1, H, W)``
         """
         validate_kspace(masked_kspace, mask, name="cyclic input")
+        if input_delta is not None:
+            validate_input_delta(self, masked_kspace, input_delta)
         start, calls = time.perf_counter(), self.evaluations
         with frozen(self.model):
-            batch = self._prepare(masked_kspace, mask.to(torch.bool), coil_maps)
+            batch = self._prepare(masked_kspace, mask.to(torch.bool), coil_maps, input_delta)
             if self.threshold is None:
                 delta, loss, recon, score, history = self._optimise(batch)
                 flagged = torch.ones_like(score, dtype=torch.bool)
             else:
                 with torch.no_grad():
-                    score, recon, batch.jitter = self._loss(batch, batch.y, masks=self.detector_masks)
+                    score, recon = self._loss(batch, batch.y, batch.given, masks=self.detector_masks,
+                                              plain=batch.given is None)
                 flagged = score > self.threshold
                 delta, loss, history = torch.zeros_like(recon), score.clone(), []
                 if bool(flagged.any()):
@@ -230,8 +289,8 @@ class CyclicMitigation(Defense):
                             seconds=time.perf_counter() - start)
 
     @torch.no_grad()
-    def score(self, masked_kspace: torch.Tensor, mask: torch.Tensor, *,
-              coil_maps: torch.Tensor | None = None) -> torch.Tensor:
+    def score(self, masked_kspace: torch.Tensor, mask: torch.Tensor, *, coil_maps: torch.Tensor | None = None,
+              input_delta: torch.Tensor | None = None) -> torch.Tensor:
         """Cyclic-inconsistency score of each slice (the detector statistic; larger = suspect).
 
         Costs ``x1`` plus one batched pass over ``detector_masks`` of the masks.
@@ -241,8 +300,8 @@ class CyclicMitigation(Defense):
         """
         validate_kspace(masked_kspace, mask, name="cyclic input")
         with frozen(self.model):
-            batch = self._prepare(masked_kspace, mask.to(torch.bool), coil_maps)
-            return self._loss(batch, batch.y, masks=self.detector_masks)[0]
+            batch = self._prepare(masked_kspace, mask.to(torch.bool), coil_maps, input_delta)
+            return self._loss(batch, batch.y, batch.given, masks=self.detector_masks, plain=batch.given is None)[0]
 
     def calibrate(self, data: torch.Tensor | Iterable[Any], *, quantile: float = 0.95) -> float:
         """Set :attr:`threshold` to a quantile of the scores of *clean* inputs; return it.
@@ -270,13 +329,14 @@ class CyclicMitigation(Defense):
             return self.score(item[0], item[1], coil_maps=item[2] if len(item) == 3 else None)
         raise ConfigError(f"calibrate expects scores or clean batches, got {type(item).__name__}")
 
-    def _reconstruct(self, masked_kspace: torch.Tensor, mask: torch.Tensor,
-                coil_maps: torch.Tensor | None) -> torch.Tensor:
-        return self.mitigate(masked_kspace, mask, coil_maps=coil_maps).recon
+    def _reconstruct(self, masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None,
+                     input_delta: torch.Tensor | None = None) -> torch.Tensor:
+        return self.mitigate(masked_kspace, mask, coil_maps=coil_maps, input_delta=input_delta).recon
 
     # -- the cyclic loss -------------------------------------------------------------------
 
-    def _prepare(self, y: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None) -> _Batch:
+    def _prepare(self, y: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None,
+                 given: torch.Tensor | None) -> _Batch:
         batch, coils, height, width = y.shape
         require(mask.shape[1] == 1, f"cyclic mitigation needs one mask for all coils, got {tuple(mask.shape)}",
                 DataError)
@@ -289,84 +349,82 @@ class CyclicMitigation(Defense):
                 raise DataError(f"coil_maps {tuple(maps.shape)} do not fit k-space {tuple(y.shape)}") from None
         y = y.detach()
         omega = mask.expand(batch, *mask.shape[1:])
-        deltas = self._delta_masks(omega, (height, width)).to(y.device)
-        # One unit-noise pattern shared by all slices: a slice's score does not depend on its batch.
+        deltas = delta_masks(omega, (height, width), num_masks=self.num_masks, generator=self.mask_generator,
+                             seed=self.seed).to(y.device)
+        # One unit-RMS noise pattern shared by all slices: a slice's score does not depend on its batch.
         gen, shape = torch.Generator(device=y.device).manual_seed(self.seed), (1, *y.shape[1:])
         real = torch.randn(shape, generator=gen, device=y.device)
-        noise = torch.complex(real, torch.randn(shape, generator=gen, device=y.device)).expand(y.shape)
+        imag = real if self.jitter_phase == "equal" else torch.randn(shape, generator=gen, device=y.device)
+        noise = torch.complex(real, imag).expand(y.shape) * 0.5**0.5
         step = ThreatModel(domain="image", norm="linf", eps=self.step_size).budget(y, omega, coil_maps=maps)
         budget = self.threat.budget(y, omega, coil_maps=maps)
-        return _Batch(y, omega, maps, deltas, noise * 0.5**0.5, budget, step)
+        return _Batch(y, omega, maps, deltas, noise, budget, step, None if given is None else given.detach())
 
-    def _delta_masks(self, omega: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-        """``K`` masks per slice, each different from ``Omega`` and the others where possible."""
-        out = []
-        for b in range(omega.shape[0]):
-            own = omega[b].broadcast_to(1, *shape).cpu()
-            generator = self.mask_generator or _infer_generator(own)
-            drawn: list[torch.Tensor] = []
-            for k in range(self.num_masks):
-                for attempt in range(_MAX_DRAWS):
-                    m = generator((1, 1, *shape), seed=(self.seed, k, attempt))[0]
-                    full = m.broadcast_to(1, *shape)
-                    if not any(torch.equal(full, o.broadcast_to(1, *shape)) for o in [own, *drawn]):
-                        break
-                drawn.append(m)
-            out.append(torch.stack(drawn))
-        return torch.stack(out, dim=1)
-
-    def _jitter(self, batch: _Batch, x1: torch.Tensor) -> torch.Tensor:
-        residual = batch.y - MRIOperator(batch.omega, batch.maps)(x1)
+    def _jitter(self, batch: _Batch, x1: torch.Tensor | None) -> torch.Tensor:
+        """The fixed jitter, scaled by the residual of ``x1 = f(y)`` (computed when ``None``)."""
+        if x1 is None:
+            x1 = self._model(batch.y, batch.omega, batch.maps, None)
+        residual = batch.y - MRIOperator(batch.omega, batch.maps)(x1.detach())
         count = batch.omega.broadcast_to(residual.shape).sum(dim=(-2, -1), keepdim=True).clamp_min(1)
         sigma = (residual.abs().pow(2).sum(dim=(-2, -1), keepdim=True) / count).sqrt()
         return self.jitter_scale * sigma * batch.noise
 
-    def _model(self, y: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None) -> torch.Tensor:
+    def _model(self, y: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None,
+               input_delta: torch.Tensor | None) -> torch.Tensor:
         """One call of the protected model (counted in :attr:`evaluations`)."""
         self.evaluations += 1
-        return self.model(y, mask, coil_maps=maps)
+        return call_model(self.model, y, mask, maps, input_delta)
 
-    def _loss(self, batch: _Batch, y: torch.Tensor, *,
-              masks: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Cyclic loss per slice of the measurement ``y`` over the first ``masks`` masks (all if
-        ``None``), with ``x1`` and the (fixed) jitter.
+    def _loss(self, batch: _Batch, y: torch.Tensor, input_delta: torch.Tensor | None, *,
+              masks: int | None = None, plain: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cyclic loss per slice of the input ``(y, input_delta)`` over the first ``masks`` masks
+        (all if ``None``), and ``x1``; the jitter is fixed on the first call, from this ``x1``
+        when ``plain`` (the input is the measurement alone), else from an extra ``f(y)``.
 
         Shapes:
-            y: ``(B, C, H, W)`` -> loss ``(B,)``, x1 ``(B, 1, H, W)``, jitter ``(B, C, H, W)``
+            y: ``(B, C, H, W)``; input_delta ``(B, 1, H, W)`` -> loss ``(B,)``, x1 ``(B, 1, H, W)``
         """
         num = self.num_masks if masks is None else masks
         groups = [list(range(num))] if self.batched_masks else [[k] for k in range(num)]
-        shared = self._model(y, batch.omega, batch.maps) if self.share_first_stage else None
-        x1, jitter, losses = shared, batch.jitter, []
+        measured = y if input_delta is None else y + MRIOperator(batch.omega, batch.maps)(input_delta)
+        shared = self._model(y, batch.omega, batch.maps, input_delta) if self.share_first_stage else None
+        x1, losses = shared, []
         for group in groups:
             n = len(group)
             if shared is not None:
                 x = _repeat(shared, n)
             else:
-                x = self._model(_repeat(y, n), _repeat(batch.omega, n), _repeat(batch.maps, n))
+                x = self._model(_repeat(y, n), _repeat(batch.omega, n), _repeat(batch.maps, n),
+                                _repeat(input_delta, n))
                 x1 = x[: len(y)] if x1 is None else x1
-            if jitter is None:
+            if batch.jitter is None:
                 with torch.no_grad():
-                    jitter = self._jitter(batch, x1.detach())
-            losses.append(self._cycles(batch, y, x, group, jitter).reshape(n, -1))
-        return torch.cat(losses).mean(dim=0), x1, jitter
+                    batch.jitter = self._jitter(batch, x1 if plain else None)
+            losses.append(self._cycles(batch, measured, x, group).reshape(n, -1))
+        return torch.cat(losses).mean(dim=0), x1
 
-    def _cycles(self, batch: _Batch, y: torch.Tensor, x: torch.Tensor, group: list[int],
-                jitter: torch.Tensor) -> torch.Tensor:
+    def _cycles(self, batch: _Batch, measured: torch.Tensor, x: torch.Tensor, group: list[int]) -> torch.Tensor:
         """Loss of the ``len(group) * B`` chains started from ``x`` (stage-1 images, repeated)."""
         n, num = len(group), self.num_masks
         maps, omega = _repeat(batch.maps, n), _repeat(batch.omega, n)
-        target, noise = _repeat(y, n), _repeat(jitter, n)
+        target, noise = _repeat(measured, n), _repeat(batch.jitter, n)
         total = 0.0
         for stage in range(1, self.stages):
             other = batch.deltas[[(k + stage - 1) % num for k in group]].flatten(0, 1)
-            x = self._model(MRIOperator(other, maps)(x) + other * noise, other, maps)
-            measured = MRIOperator(omega, maps)(x)
-            error = (measured - target).flatten(1).norm(dim=1)
-            total = total + error / measured.flatten(1).norm(dim=1).clamp_min(_TINY)
+            x = self._model(MRIOperator(other, maps)(x) + other * noise, other, maps, None)
+            predicted = MRIOperator(omega, maps)(x)
+            error = (predicted - target).flatten(1).norm(dim=1)
+            total = total + error / predicted.flatten(1).norm(dim=1).clamp_min(_TINY)
         return total / (self.stages - 1)
 
     # -- the mitigation --------------------------------------------------------------------
+
+    def _input(self, batch: _Batch, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The model input ``(y, input_delta)`` when the mitigation variable is ``delta``."""
+        y, own = self.threat.model_input(batch.y, batch.omega, delta, batch.maps)
+        if batch.given is None:
+            return y, own
+        return y, batch.given if own is None else batch.given + own
 
     def _optimise(self, batch: _Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[float]]:
         """Projected sign-gradient descent on the cyclic loss; the best iterate per slice.
@@ -381,8 +439,8 @@ class CyclicMitigation(Defense):
         for t in range(self.steps):
             delta = delta.detach().requires_grad_(True)
             with torch.enable_grad():
-                adv = self.threat.apply(batch.y, batch.omega, delta, batch.maps)
-                loss, x1, batch.jitter = self._loss(batch, adv)
+                # At t = 0 (delta = 0) without a given input perturbation, x1 is f(y) itself.
+                loss, x1 = self._loss(batch, *self._input(batch, delta), plain=t == 0 and batch.given is None)
                 (grad,) = torch.autograd.grad(loss.sum(), delta)
             loss, x1 = loss.detach(), x1.detach()
             if best_loss is None:
@@ -406,22 +464,3 @@ class CyclicMitigation(Defense):
 def _repeat(t: torch.Tensor | None, n: int) -> torch.Tensor | None:
     """Tile along the batch dimension (``[t, t, ..., t]``), as the ``K`` masks are batched."""
     return t if t is None or n == 1 else t.repeat(n, *([1] * (t.ndim - 1)))
-
-
-def _infer_generator(omega: torch.Tensor) -> RandomMask:
-    """A ``RandomMask`` with the acceleration and fully sampled centre of a Cartesian line mask."""
-    rows = omega.reshape(-1, omega.shape[-1])
-    if not bool((rows == rows[:1]).all()):
-        raise ConfigError("Omega is not a Cartesian line mask; pass mask_generator= to draw the Delta masks")
-    lines = rows[0].numpy()
-    width, count = lines.size, int(lines.sum())
-    require(count > 0, "the sampling mask acquires no k-space line", DataError)
-    lo = hi = width // 2
-    while lines[lo] and lo > 0 and lines[lo - 1]:
-        lo -= 1
-    while lines[hi] and hi + 1 < width and lines[hi + 1]:
-        hi += 1
-    # A run holding (nearly) all lines would leave no random line to vary: share at most 3/4.
-    run = min(hi - lo + 1 if lines[width // 2] else 1, max(1, 3 * count // 4))
-    acceleration = width / count
-    return RandomMask(acceleration=acceleration, center_fraction=min(run / width, 1 / acceleration))

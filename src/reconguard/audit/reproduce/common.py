@@ -142,5 +142,6 @@ def format_table(rows: Sequence[ClaimRow]) -> str:
         paper = "-" if r.paper is None else f"{r.paper:g}"
         ours = f"{r.ours:.3g} [{r.ci[0]:.3g}, {r.ci[1]:.3g}] ({r.n})"
         setting = r.setting + (f"; {r.departures}" if r.departures else "")
-        lines.append(f"| {r.claim} | {r.quantity} | {paper} ({r.source}) | {ours} | {r.verdict} | {setting} | {r.note} |")
+        cells = (r.claim, r.quantity, f"{paper} ({r.source})", ours, r.verdict, setting, r.note)
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
