@@ -159,6 +159,10 @@ def test_averaged_posterior_samples(gen):
     scale = fft2c(out).abs().max()
     torch.testing.assert_close(fft2c(out) * mask, masked, atol=1e-6 * float(scale), rtol=0)
     assert not torch.allclose(out, draws[:B]) and "samples=3" in repr(averaged)
+    with torch.no_grad():  # one slice: its k-space is repeated, a shared (1, ...) mask broadcasts
+        one = _model(samples=3, seed=2)(masked[:1], mask[:1])
+        draws = _model(seed=2)(masked[:1].repeat(3, 1, 1, 1), mask[:1])
+    torch.testing.assert_close(one, draws.mean(0, keepdim=True), rtol=1e-5, atol=1e-6)
 
 
 def test_augmentation_is_seeded_and_changes_what_the_prior_sees(gen):

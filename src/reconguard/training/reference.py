@@ -79,6 +79,13 @@ RECIPES: dict[str, Recipe] = {
                       "steps": 10},
         epochs=120, batch_size=8,
     ),
+    # Han et al.'s supervised surrogates for the transfer attack on the diffusion prior, trained
+    # at their acceleration (8x) at the CPU presets: ResUNet++ on magnitude images, i-RIM.
+    "resunet-8x": Recipe(model="resunet", model_config={"chans": 8, "num_pool_layers": 3}, epochs=40, acceleration=8.0),
+    "irim-8x": Recipe(
+        model="irim", model_config={"num_steps": 4, "chans": 8, "hidden_chans": 12, "num_layers": 3},
+        epochs=40, acceleration=8.0,
+    ),
 }
 
 

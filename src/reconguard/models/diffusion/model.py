@@ -252,8 +252,9 @@ class DiffusionReconstructor(SeededNoise, ReconstructorModule):
         maps = operator.coil_maps
 
         def repeat(tensor: torch.Tensor | None) -> torch.Tensor | None:
-            # Samples are stacked on the batch axis: one batched sampler run draws all of them.
-            if tensor is None or samples == 1 or tensor.shape[0] == 1:
+            # Samples are stacked on the batch axis: one batched sampler run draws all of them
+            # (a tensor with a batch axis of 1 for a larger batch broadcasts as it is).
+            if tensor is None or samples == 1 or tensor.shape[0] != masked_kspace.shape[0]:
                 return tensor
             return tensor.repeat(samples, *([1] * (tensor.ndim - 1)))
 
