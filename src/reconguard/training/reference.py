@@ -70,13 +70,14 @@ RECIPES: dict[str, Recipe] = {
     # part): the CPU-sized time-conditioned U-Net (2.3 M weights) with v prediction on a cosine
     # schedule (bounded clean-image estimates at every noise level, which the sampler projects
     # onto the measurements), flips and conjugation as augmentation. Validation reconstructs the
-    # 4x val split with one 10-step posterior sample; `steps` and `samples` are sampling settings
-    # that `reconguard.models.load(..., steps=..., samples=...)` changes without retraining.
+    # 4x val split with one 5-step posterior sample (cheap: it runs every epoch); `steps` and
+    # `samples` are sampling settings that `reconguard.models.load(..., steps=..., samples=...)`
+    # changes without retraining.
     "diffusion": Recipe(
         model="diffusion",
         model_config={"chans": 16, "num_pool_layers": 3, "num_res_blocks": 1, "attention": True,
                       "timesteps": 1000, "schedule": "cosine", "prediction": "v", "augment": True,
-                      "steps": 10},
+                      "steps": 5},
         epochs=120, batch_size=8,
     ),
     # Han et al.'s supervised surrogates for the transfer attack on the diffusion prior, trained
