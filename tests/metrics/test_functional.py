@@ -162,3 +162,16 @@ def test_import_is_cheap():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_foreground_psnr_ignores_the_background_error_only():
+    from reconguard.metrics import foreground_psnr, psnr
+
+    target = torch.zeros(1, 1, 8, 8)
+    target[..., 2:6, 2:6] = 1.0
+    recon = target.clone()
+    recon[..., 0, 0] = 0.5  # background error: invisible to the foreground PSNR
+    recon[..., 3, 3] = 0.9  # foreground error: seen by both
+    expected = 10 * torch.log10(torch.tensor(1.0) / (0.1**2 / 64))
+    torch.testing.assert_close(foreground_psnr(target, recon), expected)
+    assert float(psnr(target, recon, data_range=1.0)) < float(expected)

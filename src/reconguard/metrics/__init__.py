@@ -9,6 +9,7 @@ what an error map looks like (noise-like, edge-like, structured; :mod:`reconguar
 
 from reconguard.metrics.artefacts import classify_artefact, describe_artefact
 from reconguard.metrics.functional import (
+    foreground_psnr,
     nmse,
     psnr,
     slice_metrics,
@@ -20,6 +21,6 @@ from reconguard.metrics.functional import (
 )
 
 __all__ = [
-    "classify_artefact", "describe_artefact", "nmse", "psnr", "slice_metrics", "ssim", "ssim_loss",
+    "classify_artefact", "describe_artefact", "foreground_psnr", "nmse", "psnr", "slice_metrics", "ssim", "ssim_loss",
     "volume_nmse", "volume_psnr", "volume_ssim",
 ]  # fmt: skip
