@@ -26,7 +26,7 @@ def _run(tiny_data, models, tmp_path):
     return {row.claim: row for row in diffusion.run(ctx, size=TINY)}
 
 
-def test_rows_without_surrogates_are_clean_quality_and_white_box(tiny_data, models, tmp_path):
+def test_rows_without_surrogates_are_clean_quality_and_white_box(tiny_data, models, tmp_path, monkeypatch):
     rows = _run(tiny_data, models, tmp_path)
     expected = ["diffusion/clean-4x", "diffusion/clean-8x", "diffusion/white-box@0", "diffusion/white-box@0.05"]
     assert list(rows) == expected
@@ -41,6 +41,12 @@ def test_rows_without_surrogates_are_clean_quality_and_white_box(tiny_data, mode
     attacked = rows["diffusion/white-box@0.05"]
     excess = attacked.extra["psnr_noise"] - attacked.extra["psnr_attack"]
     assert attacked.ours == pytest.approx(excess, abs=1e-4) and attacked.n == 1
+
+    def fail(*args, **kwargs):
+        raise AssertionError("attacked again instead of reading the cache")
+
+    monkeypatch.setattr(diffusion, "_attack_slice", fail)  # a second run resumes from the cache
+    assert _run(tiny_data, models, tmp_path)["diffusion/white-box@0.05"] == attacked
 
 
 def test_surrogates_add_transfer_and_artefact_rows(tiny_data, models, tmp_path):

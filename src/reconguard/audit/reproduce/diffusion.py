@@ -19,6 +19,9 @@ min-max normalised before PSNR. :func:`run` follows it on the built-in data with
 ``eps ||k||_2`` per slice; the unsupervised MSE loss; the best iterate), the reference prior
 ``diffusion`` and the supervised surrogates ``resunet-8x`` and ``irim-8x`` (recipes of
 :mod:`reconguard.training.reference`, trained with random 8x masks) when they are present.
+One command::
+
+    python -m reconguard.audit.reproduce.diffusion --models DIR --out runs/diffusion/reproduce [--quick]
 
 Since the paper states its effects without numbers, every row has ``paper = None`` and a
 qualitative verdict: *reproduced* when our 95 % interval lies on the paper's side of zero, *not
@@ -29,14 +32,18 @@ noise (the model is reseeded), so a difference is due to the perturbation, not t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import argparse
+import hashlib
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from reconguard.attacks import PGD, AttackLoss, ThreatModel
 from reconguard.attacks.base import reconstruct_under
-from reconguard.audit.reproduce.common import ClaimRow, ReproContext, bootstrap_ci
+from reconguard.audit.reproduce.common import ClaimRow, ReproContext, bootstrap_ci, write_table
 from reconguard.data import Sample, SliceDataset
 from reconguard.metrics import describe_artefact, slice_metrics
 from reconguard.models import load
@@ -88,6 +95,9 @@ QUICK = Size(clean_slices=4, attack_volumes=2, steps=3, samples=1, eps=(0.08,),
 def run(ctx: ReproContext, *, size: Size | None = None) -> list[ClaimRow]:
     """Run every diffusion claim; return the table rows (clean quality, white-box, transfer, artefacts).
 
+    Each attacked slice's scores are cached under ``ctx.out / "cache"`` (keyed by the run size,
+    the seed and the weights), so an interrupted full run resumes where it stopped.
+
     Args:
         ctx: Where the data and the reference models are, and how large to run.
         size: Override of the run size (default: :data:`QUICK` or :data:`FULL` by ``ctx.quick``).
@@ -95,21 +105,35 @@ def run(ctx: ReproContext, *, size: Size | None = None) -> list[ClaimRow]:
     size = size or (QUICK if ctx.quick else FULL)
     diffusion = load(Path(ctx.models) / "diffusion", steps=size.steps, samples=size.samples,
                      checkpointing=True).to(ctx.device)  # fmt: skip
-    surrogates = {
-        name: load(Path(ctx.models) / name).to(ctx.device)
-        for name in SURROGATES
-        if (Path(ctx.models) / f"{name}.json").exists()
-    }
+    present = [name for name in SURROGATES if (Path(ctx.models) / f"{name}.json").exists()]
+    surrogates = {name: load(Path(ctx.models) / name).to(ctx.device) for name in present}
     dataset = SliceDataset(Path(ctx.data) / "test")
     rows = [_clean_row(diffusion, dataset, acceleration, size, ctx) for acceleration in (4.0, 8.0)]
     setting = _setting(size, surrogates)
+    cache = Path(ctx.out) / "cache" / _digest(ctx, size, ["diffusion", *present])
+    samples = _attack_samples(dataset, size)
     for eps in size.eps:
-        slices = [_attack_slice(diffusion, surrogates, sample, index, eps, size, ctx)
-                  for index, sample in enumerate(_attack_samples(dataset, size))]  # fmt: skip
+        slices = []
+        for index, sample in enumerate(tqdm(samples, desc=f"eps {eps:g}", disable=not ctx.progress)):
+            path = cache / f"eps{eps:g}-slice{index}.pt"
+            if not path.exists():
+                scores = _attack_slice(diffusion, surrogates, sample, index, eps, size, ctx)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(scores, path.with_suffix(".tmp"))
+                path.with_suffix(".tmp").replace(path)
+            slices.append(torch.load(path, weights_only=True))
         rows += _vulnerability_rows(slices, eps, setting)
         if eps == max(size.eps) and surrogates:
             rows += _artefact_rows(slices, eps, setting)
     return rows
+
+
+def _digest(ctx: ReproContext, size: Size, names: list[str]) -> str:
+    """Key of the attack cache: run size, seed, device and the SHA-256 of every model's weights."""
+    hasher = hashlib.sha256(json.dumps([asdict(size), ctx.seed, ctx.device]).encode())
+    for name in names:
+        hasher.update((Path(ctx.models) / f"{name}.safetensors").read_bytes())
+    return hasher.hexdigest()[:16]
 
 
 def _setting(size: Size, surrogates: dict) -> str:
@@ -270,3 +294,25 @@ def _qualitative(ci: tuple[float, float], sign: int) -> str:
     """``reproduced`` when the interval lies on the claimed side of zero (see the module docstring)."""
     low, high = ci
     return "reproduced" if (low > 0 if sign > 0 else high < 0) else "not reproduced"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m reconguard.audit.reproduce.diffusion``: run the diffusion claims, write their table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=Path("data/builtin"))
+    parser.add_argument("--models", type=Path, required=True,
+                        help="directory with diffusion.safetensors/.json (and resunet-8x, irim-8x for transfer)")
+    parser.add_argument("--out", type=Path, default=Path("runs/diffusion/reproduce"))
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    ctx = ReproContext(data=args.data, out=args.out, models=args.models, quick=args.quick, seed=args.seed,
+                       device=args.device, progress=not args.quiet)  # fmt: skip
+    print(write_table(run(ctx), ctx.out).read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
