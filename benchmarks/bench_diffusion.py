@@ -1,4 +1,4 @@
-"""Diffusion reconstruction: seconds per slice and PSNR versus the number of sampler steps.
+"""Diffusion reconstruction: seconds per slice and PSNR versus sampler steps and averaged samples.
 
 ``reconguard.models.diffusion`` is imported lazily; if it cannot be imported the benchmark returns
 one ``not available`` row. The trained prior comes from the environment variable
@@ -10,7 +10,9 @@ phantom slices (64x64 in quick mode), under-sampled 4x.
 
 Seconds per slice do not depend on what the weights learned, so without a checkpoint the default
 model (seeded random weights) is timed and the PSNR rows say ``not available``. With one, each
-step count also reports the mean PSNR (same seed, hence same start noise, at every step count).
+setting also reports the mean PSNR (same seed, hence same start noise, at every step count).
+Settings are ``steps`` alone (one posterior sample) and ``steps x samples`` (that many samples
+averaged, the model's ``samples``), which costs ``samples`` times as much.
 """
 
 from __future__ import annotations
@@ -43,9 +45,9 @@ def _slices(count: int, size: int, device: str) -> Batch:
     return batch.to(device)
 
 
-def _with_steps(model, steps: int):
-    """The same prior with another sampler step count (a sampling setting: no retraining)."""
-    other = type(model)(**{**model.config, "steps": steps})
+def _with_steps(model, steps: int, samples: int = 1):
+    """The same prior with other sampler settings (steps, averaged samples: no retraining)."""
+    other = type(model)(**{**model.config, "steps": steps, "samples": samples})
     other.load_state_dict(model.state_dict())
     return other.to(next(model.parameters()).device).eval()
 
@@ -68,7 +70,8 @@ def run(*, device: str = "cpu", quick: bool = False) -> list[dict]:
 
     Args:
         device: ``"cpu"`` or a CUDA device.
-        quick: One 64x64 slice, 2 and 5 steps, 1 repeat (instead of two 128x128 slices, 5-100 steps, 3 repeats).
+        quick: One 64x64 slice, 2 and 5 steps, 1 repeat (instead of two 128x128 slices, 5-100
+            steps, 10 and 20 steps with 4 and 8 averaged samples, 3 repeats).
 
     Returns:
         Rows for :mod:`benchmarks.run`.
@@ -77,14 +80,16 @@ def run(*, device: str = "cpu", quick: bool = False) -> list[dict]:
         import reconguard.models.diffusion  # noqa: F401
     except ImportError as exc:
         return [row(NAME, "-", "not available", math.nan, "", f"reconguard.models.diffusion: {exc}")]
-    count, size, step_counts, repeats = (1, 64, (2, 5), 1) if quick else (2, 128, (5, 10, 20, 50, 100), 3)
+    full = ((5, 1), (10, 1), (20, 1), (50, 1), (100, 1), (10, 4), (20, 8))
+    count, size, settings, repeats = (1, 64, ((2, 1), (5, 1)), 1) if quick else (2, 128, full, 3)
     base, trained = _model(device)
     data = _slices(count, size, device)
     source = os.environ.get(DATA) or f"phantom {size}x{size} single-coil"
     note = f"{len(data)} slice(s), {source}, 4x; median of {repeats}; {threads_note(device)}"
     rows: list[dict] = []
-    for steps in step_counts:
-        model = _with_steps(base, steps)
+    for steps, samples in settings:
+        model = _with_steps(base, steps, samples)
+        name = f"steps={steps}" if samples == 1 else f"steps={steps} samples={samples}"
 
         def reconstruct(model=model) -> torch.Tensor:
             model.manual_seed(0)
@@ -92,10 +97,10 @@ def run(*, device: str = "cpu", quick: bool = False) -> list[dict]:
                 return model(data.masked_kspace, data.mask, coil_maps=data.coil_maps)
 
         seconds = measure({"recon": reconstruct}, device=device, repeats=repeats)["recon"]
-        rows.append(row(NAME, f"steps={steps}", "s_per_slice", seconds / len(data), "s",
+        rows.append(row(NAME, name, "s_per_slice", seconds / len(data), "s",
                         ("trained prior; " if trained else "seeded random weights (speed only); ") + note))
         if trained:
-            rows.append(row(NAME, f"steps={steps}", "psnr", float(slice_psnr(reconstruct(), data).mean()), "dB", note))
+            rows.append(row(NAME, name, "psnr", float(slice_psnr(reconstruct(), data).mean()), "dB", note))
     if not trained:
         rows.append(row(NAME, "psnr vs steps", "not available", math.nan, "",
                         f"no trained prior: set {CHECKPOINT} or pass --diffusion-checkpoint"))
