@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from reconguard.attacks import BPDA, PGD, ThreatModel
+from reconguard.attacks import BPDA, PGD, AttackLoss, PenalizedPGD, ThreatModel
 from reconguard.errors import ConfigError
-from reconguard.models import ZeroFilled
+from reconguard.models import ZeroFilled, build
 from reconguard.models.zero_filled import zero_filled
 
 THREAT = ThreatModel(domain="kspace", norm="l2", eps=0.1)
@@ -109,3 +109,24 @@ def test_bpda_rejects_bad_models(single):
 
     with pytest.raises(ConfigError):
         BPDA(ZeroFilled(), Cropped())(single["masked_kspace"], single["mask"])
+
+
+def test_penalized_pgd_trades_damage_for_a_low_penalty(single):
+    threat = ThreatModel(domain="image", norm="linf", eps=0.05, linf_mode="real_imag", support="network_input")
+    loss = AttackLoss(kind="relative_l2", reference="clean", complex_valued=True)
+    model = build("zero_filled")
+
+    def energy(kspace, mask, coil_maps, input_delta):  # differentiable in input_delta
+        return input_delta.abs().square().flatten(1).sum(dim=1)
+
+    args = (model, single["masked_kspace"], single["mask"])
+    free = PenalizedPGD(threat, loss, penalty=energy, weight=0.0, steps=5, seed=0)(*args)
+    held = PenalizedPGD(threat, loss, penalty=energy, weight=1e6, steps=5, seed=0)(*args)
+    assert bool((held.norm <= free.norm).all())
+    assert float(held.delta.abs().square().sum()) < 0.5 * float(free.delta.abs().square().sum())
+    # The reported loss is the damage alone (relative l2 of the zero-filled change), not damage - penalty.
+    clean = single["masked_kspace"]
+    expected = held.delta.flatten(1).norm(dim=1) / zero_filled(clean).flatten(1).norm(dim=1)
+    torch.testing.assert_close(held.loss, expected, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ConfigError):
+        PenalizedPGD(threat, loss, penalty=energy, weight=-1.0)

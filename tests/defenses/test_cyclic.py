@@ -311,3 +311,14 @@ def test_adaptive_attack_runs_through_bpda(unet):
     result = PGD(THREAT, steps=2)(BPDA(defense, unet), *_args(batch), target=batch["target"])
     assert torch.all(THREAT.measure(result.delta) <= result.budget.flatten() * (1 + 1e-5))
     assert bool(result.recon.isfinite().all()) and result.loss.shape == (2,)
+
+
+def test_cyclic_loss_is_the_score_and_differentiable_in_the_input(modl):
+    batch = make_batch(coils=1)
+    y, mask = _args(batch)
+    defense = CyclicMitigation.paper(modl, steps=1)
+    delta = torch.zeros(y.shape[0], 1, *y.shape[-2:], dtype=torch.complex64, requires_grad=True)
+    value = defense.cyclic_loss(y, mask, input_delta=delta)
+    (grad,) = torch.autograd.grad(value.sum(), delta)
+    assert float(grad.abs().sum()) > 0
+    torch.testing.assert_close(value.detach(), defense.score(y, mask), rtol=1e-4, atol=1e-6)

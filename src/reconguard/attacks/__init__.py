@@ -5,7 +5,7 @@ A :class:`ThreatModel` states the budget (domain, norm, eps, relative or absolut
 that always carries the same-norm Gaussian-noise baseline.
 """
 
-from reconguard.attacks.adaptive import BPDA
+from reconguard.attacks.adaptive import BPDA, PenalizedPGD
 from reconguard.attacks.base import Attack, AttackContext, AttackResult, frozen, keep_best
 from reconguard.attacks.features import Features, make_features
 from reconguard.attacks.fnaf import FNAF, FNAFResult, HitCounter, HitRate, summarize_hits
@@ -18,6 +18,7 @@ from reconguard.attacks.transfer import TransferOutcome, transfer, transfer_matr
 
 __all__ = [
     "BPDA",
+    "PenalizedPGD",
     "FNAF",
     "PGD",
     "Attack",

@@ -25,12 +25,20 @@ References:
 
 from __future__ import annotations
 
+import math
+from typing import Callable
+
 import torch
 from torch import nn
 
-from reconguard.attacks.base import call_model
+from reconguard.attacks.base import AttackContext, call_model
+from reconguard.attacks.losses import AttackLoss
+from reconguard.attacks.pgd import PGD
+from reconguard.attacks.threat import ThreatModel
 from reconguard.errors import ConfigError
 from reconguard.models.base import Reconstructor
+
+Penalty = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", "torch.Tensor | None"], torch.Tensor]
 
 
 class BPDA(nn.Module):
@@ -93,3 +101,44 @@ class BPDA(nn.Module):
                 f"BPDA: forward gives shape {tuple(exact.shape)} but backward gives {tuple(approx.shape)}"
             )
         return exact.to(approx.dtype) + (approx - approx.detach())
+
+
+class PenalizedPGD(PGD):
+    """PGD on ``loss(recon) - weight * penalty(input)``: an attack that knows a detector.
+
+    An attacker who knows that a defense scores its inputs (e.g. the cyclic-consistency loss of
+    :class:`~reconguard.defenses.CyclicMitigation`, whose mitigation minimises that score) keeps
+    the score low while doing damage, so the input already looks consistent and the mitigation
+    has little to undo. The penalty is differentiated like the loss; the reported
+    :attr:`AttackResult.loss` is the damage alone.
+
+    Args:
+        threat, loss: As :class:`PGD`.
+        penalty: ``(model_kspace, mask, coil_maps, input_delta) -> (B,)``, differentiable, on what
+            the model is given under ``delta`` (see :meth:`ThreatModel.model_input`).
+        weight: Weight of the penalty.
+        **options: The other :class:`PGD` options.
+
+    References:
+        Athalye, Carlini, Wagner, arXiv:1802.00420 (adaptive attacks on detectors); Carlini,
+        Wagner, "Adversarial examples are not easily detected", arXiv:1705.07263.
+    """
+
+    def __init__(self, threat: ThreatModel, loss: AttackLoss | None = None, *, penalty: Penalty,
+                 weight: float = 1.0, **options):
+        super().__init__(threat, loss, **options)
+        if not callable(penalty):
+            raise ConfigError(f"penalty must be callable, got {type(penalty).__name__}")
+        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
+            raise ConfigError(f"weight must be a finite number >= 0, got {weight!r}")
+        self.penalty, self.weight = penalty, float(weight)
+
+    def _context(self, *args) -> AttackContext:
+        ctx = super()._context(*args)
+
+        def penalty(delta: torch.Tensor) -> torch.Tensor:
+            kspace, input_delta = ctx.threat.model_input(ctx.masked_kspace, ctx.mask, delta, ctx.coil_maps)
+            return self.weight * self.penalty(kspace, ctx.mask, ctx.coil_maps, input_delta)
+
+        ctx.penalty = penalty
+        return ctx

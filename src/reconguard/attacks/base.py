@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -67,6 +67,7 @@ class AttackContext:
     generator: torch.Generator
     eot_samples: int = 1
     evaluations: int = field(default=1)  # the clean reconstruction
+    penalty: Callable[[torch.Tensor], torch.Tensor] | None = None  # delta -> (B,), subtracted from the loss
 
     @property
     def delta_shape(self) -> tuple[int, ...]:
@@ -93,10 +94,15 @@ class AttackContext:
         return loss.detach(), grad
 
     def loss(self, delta: torch.Tensor) -> torch.Tensor:
-        """Per-slice loss of ``delta``, averaged over ``eot_samples`` draws of a random model.
+        """Per-slice loss of ``delta``, averaged over ``eot_samples`` draws of a random model, minus
+        the :attr:`penalty` of ``delta`` when the attack sets one.
 
         The draws run as one batch (inputs repeated along the batch dimension).
         """
+        value = self._damage(delta)
+        return value if self.penalty is None else value - self.penalty(delta)
+
+    def _damage(self, delta: torch.Tensor) -> torch.Tensor:
         if self.eot_samples == 1:
             recon = self.reconstruct(delta)
             return self.loss_fn(recon, self.reference, region=self.region, data_range=self.data_range)

@@ -303,6 +303,22 @@ class CyclicMitigation(Defense):
             batch = self._prepare(masked_kspace, mask.to(torch.bool), coil_maps, input_delta)
             return self._loss(batch, batch.y, batch.given, masks=self.detector_masks, plain=batch.given is None)[0]
 
+    def cyclic_loss(self, masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None = None,
+                    input_delta: torch.Tensor | None = None) -> torch.Tensor:
+        """The cyclic loss of an input over all masks, differentiable w.r.t. k-space and
+        ``input_delta`` (what an attacker who knows the defense keeps low, see
+        :class:`~reconguard.attacks.PenalizedPGD`). The jitter is set from the detached input.
+
+        Shapes:
+            masked_kspace: ``(B, C, H, W)`` -> ``(B,)``
+        """
+        with frozen(self.model):
+            given = None if input_delta is None else input_delta.detach()
+            batch = self._prepare(masked_kspace.detach(), mask.to(torch.bool), coil_maps, given)
+            with torch.no_grad():
+                batch.jitter = self._jitter(batch, None)
+            return self._loss(batch, masked_kspace, input_delta)[0]
+
     def calibrate(self, data: torch.Tensor | Iterable[Any], *, quantile: float = 0.95) -> float:
         """Set :attr:`threshold` to a quantile of the scores of *clean* inputs; return it.
 
