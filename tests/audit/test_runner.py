@@ -64,12 +64,13 @@ def test_records_are_tidy_and_complete(reference, tiny_data, tmp_path):
     conditions = {(r["defense"], r["attack"], r["source"] != r["model"]): set() for r in reference}
     for r in reference:
         conditions[(r["defense"], r["attack"], r["source"] != r["model"])].add(r["condition"])
-    assert conditions[("none", "pgd-kspace", False)] == {"clean", "attacked", "noise", "artefact"}
-    assert conditions[("smooth", "pgd-kspace", False)] == {"clean", "attacked", "noise", "nonadaptive", "artefact"}
-    assert conditions[("none", "pgd-kspace", True)] == {"clean", "attacked", "noise", "artefact"}
+    assert conditions[("none", "pgd-kspace", False)] == {"clean", "attacked", "noise", "artefact", "zero_filled"}
+    assert conditions[("smooth", "pgd-kspace", False)] == {"clean", "attacked", "noise", "nonadaptive", "artefact",
+                                                            "zero_filled"}
+    assert conditions[("none", "pgd-kspace", True)] == {"clean", "attacked", "noise", "artefact", "zero_filled"}
     flatness = [r["value"] for r in reference if r["metric"] == "spectral_flatness"]
     assert flatness and all(0 <= v <= 1 for v in flatness)
-    assert conditions[("none", "fnaf", False)] == {"clean", "attacked", "fnaf"}
+    assert conditions[("none", "fnaf", False)] == {"clean", "attacked", "fnaf", "zero_filled"}
     slices = {(r["volume"], r["slice"]) for r in reference}
     assert len(slices) == 6
     per_cell = len(reference) // len(cells)

@@ -60,9 +60,13 @@ def _perturbation_records(model: str, defense: str, eps: float, source: str) -> 
     records = []
     for volume, index in ((ODD_VOLUME, 0), (ODD_VOLUME, 1), ("vol2", 0), ("vol2", 1)):
         extra = (0.6 if volume == ODD_VOLUME else 0.4) * index  # the odd volume has the worst slice
-        values = {"clean": clean, "attacked": clean - drop - extra, "noise": clean - 0.2}
+        values = {"clean": clean, "attacked": clean - drop - extra, "noise": clean - 0.2, "zero_filled": 26.0}
         if defense != "none":
             values["nonadaptive"] = clean - 0.5 * drop
+            # the detector flags every attacked input but the first slice's, and one clean input
+            records += [(volume, index, "attacked", "flagged", float(volume != ODD_VOLUME or index != 0)),
+                        (volume, index, "nonadaptive", "flagged", 1.0),
+                        (volume, index, "clean", "flagged", float(volume == "vol2" and index == 1))]
         for condition, psnr in values.items():
             records += [
                 (volume, index, condition, "psnr", psnr),
@@ -86,6 +90,7 @@ def _fnaf_records(model: str, defense: str) -> list:
             (volume, index, "clean", "psnr", 30.0),
             (volume, index, "clean", "ssim", 0.8),
             (volume, index, "clean", "nmse", 0.01),
+            (volume, index, "zero_filled", "psnr", 26.0),
             (volume, index, "fnaf", "feature_loss", 0.1 * (k + 1)),
             (volume, index, "fnaf", "hit", hit),
             (volume, index, "fnaf", "accepted", accepted),
@@ -237,3 +242,18 @@ def test_cli_errors_and_rerun(tmp_path, capsys):
     assert f"report: {tmp_path / 'report' / 'index.html'}" in capsys.readouterr().out
     assert (tmp_path / "report" / "index.html").is_file() and not (tmp_path / "report" / "stale.txt").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "staging directories left behind"
+
+
+def test_defense_effects_on_page_and_in_markdown(report):
+    page = report.read_text(encoding="utf-8")
+    assert "<h2>Defense effects</h2>" in page and "false-alarm rate" in page
+    markdown = (report.parent / "summary.md").read_text(encoding="utf-8")
+    section = markdown.split("## Defense effects")[1].split("## Perturbation")[0]
+    (row,) = [line for line in section.splitlines() if line.startswith("| unet |")]
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[:6] == ["unet", "cyclic", "pgd-kspace", "0.05", "4", "4"]
+    assert cells[6] == "+0.50 [+0.50, +0.50]"  # cyclic costs 0.5 dB of clean PSNR on every slice
+    # against the undefended 32 - 10 - extra dB: non-adaptive 31.5 - 0.25 dB (+ the mean extra 0.25 dB),
+    # adaptive 31.5 - 0.5 - extra dB
+    assert cells[7].startswith("+9.50 [") and cells[8] == "+9.00 [+9.00, +9.00]"
+    assert cells[9:] == ["4/4 (100%)", "3/4 (75%)", "1/4 (25%)"]

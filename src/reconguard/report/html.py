@@ -2,10 +2,12 @@
 
 :func:`write_report` writes, under ``OUTDIR/report/``:
 
-- ``index.html``: run metadata, a verdict per model x defense (rule on the page), tables of
-  clean / attacked / noise PSNR, SSIM and NMSE, the figures (base64 PNG data URIs) and image panels
-  of the worst slices with buttons that switch between target / clean / attacked / defended /
-  error views (inline CSS and JS; nothing is fetched from the network);
+- ``index.html``: run metadata, a verdict per model x defense (rule on the page; see
+  :mod:`reconguard.report.verdicts`), the defense effects with intervals
+  (:mod:`reconguard.report.effects`), tables of clean / attacked / noise PSNR, SSIM and NMSE, the
+  figures (base64 PNG data URIs) and image panels of the worst slices with buttons that switch
+  between target / clean / attacked / defended / error views (inline CSS and JS; nothing is
+  fetched from the network);
 - ``figures/*.png`` and ``figures/*.pdf``: the same figures for papers and slides;
 - ``summary.md`` and ``summary.csv``: per-cell means.
 
@@ -16,59 +18,57 @@ leaves a half-written report. Every string that comes from the database goes thr
 
 from __future__ import annotations
 
-import base64
 import html
 import json
+import math
 import os
 import re
 import shutil
 import tempfile
-from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
-
-import numpy as np
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from reconguard.audit.store import DATABASE, Store
-from reconguard.errors import DataError
+from reconguard.errors import ConfigError, DataError
 from reconguard.report import plots
+from reconguard.report.effects import EFFECT_HEADER, EFFECT_NOTE, DefenseEffect, defense_effects, effect_table
+from reconguard.report.markdown import summary_markdown
+from reconguard.report.panels import data_uri, panels_html
 from reconguard.report.summary import (
     ARTEFACT_HEADER,
     ARTEFACT_NOTE,
     FNAF_HEADER,
     PERTURBATION_HEADER,
-    VERDICT_HEADER,
-    VERDICT_RULE,
-    Verdict,
     artefact_table,
     cell_means,
     fnaf_table,
-    is_perturbation,
-    is_white_box,
     perturbation_table,
-    psnr_drop,
     slice_rows,
-    sort_key,
     summary_csv,
-    summary_markdown,
-    verdict_table,
-    verdicts,
     write_text,
 )
-from reconguard.report.tables import show
+from reconguard.report.verdicts import (
+    GATE_MARGIN_DB,
+    VERDICT_HEADER,
+    Verdict,
+    verdict_notes,
+    verdict_rule,
+    verdict_table,
+    verdicts,
+)
 
 REPORT_DIR = "report"
+#: Key of an audit config (recorded in the ``runs`` table) that sets the quality-gate margin in dB.
+GATE_CONFIG_KEY = "quality_gate_db"
 _NUMBER = re.compile(r"-?[0-9.]+(e[-+]?[0-9]+)?%?|n/a")
-#: At most this many worst-slice panels (one per model x defense x attack family).
-MAX_PANELS = 12
 
 # name, caption, builder, sentence shown when the records cannot make the figure
 _FIGURES: tuple[tuple[str, str, Callable[[Sequence[dict[str, Any]]], Any], str], ...] = (
     (
         "robustness",
-        "Mean PSNR and SSIM versus eps per attack (white-box; adaptive for defended models). "
-        "Dashed: same-norm random noise.",
+        "Mean PSNR and SSIM versus eps per attack (white-box; adaptive for defended models). Solid: "
+        "attacked; dashed: same-norm random noise; dotted: zero-filling of the clean input.",
         plots.robustness_curves,
         "No white-box perturbation cells with an eps: no robustness curves.",
     ),
@@ -87,8 +87,9 @@ _FIGURES: tuple[tuple[str, str, Callable[[Sequence[dict[str, Any]]], Any], str],
     ),
     (
         "defense_tradeoff",
-        "Defense cost (clean PSNR lost against the undefended model) versus gain (PSNR "
-        "gained under the adaptive attack), at the largest eps of each attack.",
+        "Defense cost (clean PSNR lost against the undefended model) versus gain (PSNR gained under "
+        "the adaptive attack: filled; non-adaptive: hollow), at the largest eps of each attack, with 95 % "
+        "bootstrap intervals over slices (the table of defense effects gives the numbers).",
         plots.defense_tradeoff,
         "No defended cells with an undefended counterpart: no cost/gain plot.",
     ),
@@ -101,7 +102,10 @@ table{border-collapse:collapse;margin:8px 0;font-size:12px}
 th,td{border:1px solid #ddd;padding:3px 7px;text-align:left}th{background:#f4f4f6}
 td{white-space:nowrap}td.num{text-align:right}
 .verdict-vulnerable{background:#ffd9d6}.verdict-partly-vulnerable{background:#fff1cc}
-.verdict-robust-at-the-tested-budgets{background:#dcf5dc}
+.verdict-robust-at-the-tested-budgets{background:#dcf5dc}.verdict-not-fully-tested{background:#eef0f4}
+.verdict-not-a-usable-reconstructor-at-this-budget{background:#e4e4e4;color:#555}
+table.verdicts td{white-space:normal}table.verdicts td:nth-child(9){min-width:220px;font-size:11px}
+ul.notes{font-size:13px;color:#333}
 figure{margin:16px 0}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:12px}
 .missing{color:#8a5a00;background:#fff8e6;padding:4px 8px;border-left:3px solid #f0b400}
 .rule{background:#f7f7f9;padding:8px 12px;border-left:3px solid #999}
@@ -128,17 +132,28 @@ document.querySelectorAll('.panel').forEach(function (panel) {
 """
 
 
-def write_report(outdir: str | os.PathLike) -> Path:
+def write_report(
+    outdir: str | os.PathLike,
+    *,
+    margin_db: float | None = None,
+    training_notes: Mapping[str, str] | None = None,
+) -> Path:
     """Write the report of the audit in ``outdir`` (see the module docstring for the files).
 
     Args:
         outdir: An audit output directory holding ``results.sqlite``.
+        margin_db: Quality-gate margin over zero-filling in dB; ``None``: the last run's config
+            value :data:`GATE_CONFIG_KEY` if it has one, else
+            :data:`~reconguard.report.verdicts.GATE_MARGIN_DB`.
+        training_notes: Per model, a sentence about its training shown with its verdicts (see
+            :func:`reconguard.report.verdicts.verdicts`).
 
     Returns:
         The path of ``outdir/report/index.html``.
 
     Raises:
         DataError: No results database in ``outdir``, it is not one, or it holds no records.
+        ConfigError: A negative or non-finite ``margin_db``.
     """
     outdir = Path(outdir)
     database = outdir / DATABASE
@@ -148,19 +163,31 @@ def write_report(outdir: str | os.PathLike) -> Path:
     rows = slice_rows(store.records())
     if not rows:
         raise DataError(f"{database}: no records yet (has the audit finished a unit?)")
+    runs = store.runs()
+    margin_db = gate_margin(runs) if margin_db is None else margin_db
+    if not (isinstance(margin_db, (int, float)) and math.isfinite(margin_db) and margin_db >= 0):
+        raise ConfigError(f"quality-gate margin must be a finite number of dB >= 0, got {margin_db!r}")
     cells = cell_means(rows)
-    items = verdicts(rows)
+    items = verdicts(rows, margin_db=margin_db, training_notes=training_notes)
+    effects = defense_effects(rows)
     title = f"reconguard audit report: {outdir.resolve().name}"
     with _staged(outdir / REPORT_DIR) as staging:
         figures_dir = staging / "figures"
         figures_dir.mkdir()
         figures = _figures(rows, figures_dir)
-        panels = _panels(store, rows, cells, figures_dir)
+        panels = panels_html(store, rows, cells, figures_dir)
         write_text(staging / "summary.csv", summary_csv(cells))
-        write_text(staging / "summary.md", summary_markdown(items, cells, title=title))
-        page = _page(title, store.runs(), items, cells, figures, panels)
+        markdown = summary_markdown(items, effects, cells, title=title, margin_db=margin_db)
+        write_text(staging / "summary.md", markdown)
+        page = _page(title, runs, (items, effects, margin_db), cells, figures, panels)
         write_text(staging / "index.html", page)
     return outdir / REPORT_DIR / "index.html"
+
+
+def gate_margin(runs: Sequence[dict[str, Any]]) -> float:
+    """The quality-gate margin of the last run's config (:data:`GATE_CONFIG_KEY`), else the default."""
+    value = runs[-1]["config"].get(GATE_CONFIG_KEY) if runs and isinstance(runs[-1]["config"], dict) else None
+    return GATE_MARGIN_DB if value is None else value
 
 
 @contextmanager
@@ -191,139 +218,19 @@ def _figures(rows: list[dict[str, Any]], directory: Path) -> list[tuple[str, str
             out.append((missing, None))
             continue
         png, _ = plots.save_png_pdf(fig, directory, name)
-        out.append((caption, _data_uri(png.read_bytes())))
+        out.append((caption, data_uri(png.read_bytes())))
     return out
-
-
-def _data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-# -- worst-slice panels ----------------------------------------------------------------------------
-
-
-def _worst_slices(rows: list[dict[str, Any]], stored: set[tuple]) -> list[dict[str, Any]]:
-    """The worst white-box slice with a stored panel per model x defense x (perturbation | FNAF):
-    largest PSNR drop, or largest feature loss among accepted FNAF candidates."""
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        if is_white_box(r) and (r["cell_id"], r["volume"], r["slice"]) in stored:
-            groups[(r["model"], r["defense"], not is_perturbation(r))].append(r)
-    chosen = []
-    for (_, _, fnaf), candidates in sorted(groups.items(), key=lambda item: sort_key(item[0])):
-        score = _fnaf_score if fnaf else _drop_score
-        chosen.append(max(candidates, key=score))
-    return chosen[:MAX_PANELS]
-
-
-def _drop_score(row: dict[str, Any]) -> float:
-    drop = psnr_drop(row)
-    return -np.inf if drop is None else drop
-
-
-def _fnaf_score(row: dict[str, Any]) -> tuple[float, float]:
-    loss = row.get("fnaf_feature_loss")
-    return (float(row.get("fnaf_accepted") or 0.0), -np.inf if loss is None else float(loss))
-
-
-def _panels(store: Store, rows: list[dict[str, Any]], cells: list[dict[str, Any]], directory: Path) -> list[str]:
-    """HTML of the worst-slice panels (their static figures go to ``directory``)."""
-    stored = {(p["cell_id"], p["volume"], p["slice"]) for p in store.query("SELECT cell_id, volume, slice FROM panels")}
-    out = []
-    for index, row in enumerate(_worst_slices(rows, stored)):
-        images = store.panel(row["cell_id"], row["volume"], row["slice"]) or {}
-        views = _views(store, row, images, _defended_twins(row, cells, stored))
-        if not views:
-            continue
-        fig = plots.slice_panel(images, title=_panel_title(row))
-        plots.save_png_pdf(fig, directory, f"panel_{index:02d}")
-        out.append(_panel_html(index, row, views))
-    return out
-
-
-def _defended_twins(row: dict[str, Any], cells: list[dict[str, Any]], stored: set[tuple]) -> list[dict[str, Any]]:
-    """Defended cells with the same model, attack, budget, seed and acceleration and a panel of
-    this slice (only for an undefended row)."""
-    if row["defense"] != "none":
-        return []
-    same = ("model", "attack", "source", "eps", "seed", "acceleration")
-    return [
-        c
-        for c in cells
-        if c["defense"] != "none"
-        and all(c[k] == row[k] for k in same)
-        and (c["cell_id"], row["volume"], row["slice"]) in stored
-    ]
-
-
-def _views(
-    store: Store, row: dict[str, Any], images: dict[str, np.ndarray], twins: list[dict[str, Any]]
-) -> list[tuple[str, str, str]]:
-    """``(key, button label, data URI)`` of every view of one slice panel."""
-    peak, mask = plots.panel_peak(images), images.get("feature_mask")
-    attacked = "attacked (adaptive)" if row["defense"] != "none" else "attacked"
-    labels = {
-        "target": "target",
-        "clean": "clean",
-        "attacked": attacked,
-        "nonadaptive": "non-adaptive",
-        "noise": "noise",
-    }
-    views = [
-        (k, labels[k], _data_uri(plots.view_png(images[k], vmax=peak, outline=mask))) for k in labels if k in images
-    ]
-    for index, twin in enumerate(twins):
-        other = store.panel(twin["cell_id"], row["volume"], row["slice"]) or {}
-        if "attacked" in other:
-            png = plots.view_png(other["attacked"], vmax=peak, outline=mask)
-            views.append((f"defended-{index}", f"defended: {twin['defense']}", _data_uri(png)))
-    if "attacked" in images and "target" in images:
-        error = np.abs(images["attacked"] - images["target"])
-        png = plots.view_png(error, vmax=float(error.max()), cmap="inferno", outline=mask)
-        views.append(("error", "error |attacked − target|", _data_uri(png)))
-    return views
-
-
-def _panel_title(row: dict[str, Any]) -> str:
-    defense = "" if row["defense"] == "none" else f" + {row['defense']}"
-    eps = "" if row["eps"] is None else f" eps {row['eps']:g}"
-    return f"{row['model']}{defense} | {row['attack']}{eps} | {row['volume']} slice {row['slice']}"
-
-
-def _panel_numbers(row: dict[str, Any]) -> str:
-    if is_perturbation(row):
-        return (
-            f"PSNR clean {show(row.get('clean_psnr'), '{:.2f}')} dB, attacked "
-            f"{show(row.get('attacked_psnr'), '{:.2f}')} dB (drop {show(psnr_drop(row), '{:.2f}')} dB)"
-        )
-    hit = "hit" if (row.get("fnaf_hit") or 0) >= 0.5 else "miss"
-    accepted = "accepted" if (row.get("fnaf_accepted") or 0) >= 0.5 else "rejected"
-    return f"FNAF feature loss {show(row.get('fnaf_feature_loss'), '{:.3g}')}: {hit}, candidate {accepted}"
-
-
-def _panel_html(index: int, row: dict[str, Any], views: list[tuple[str, str, str]]) -> str:
-    e = html.escape
-    shown = "attacked" if any(k == "attacked" for k, _, _ in views) else views[0][0]
-    buttons = "".join(
-        f'<button type="button" data-view="{e(k)}" aria-pressed="{str(k == shown).lower()}">{e(label)}</button>'
-        for k, label, _ in views
-    )
-    images = "".join(
-        f'<img class="view" data-view="{e(k)}" src="{uri}" alt="{e(label)}"{"" if k == shown else " hidden"}>'
-        for k, label, uri in views
-    )
-    outline = " The inserted feature is outlined in red." if row.get("fnaf_feature_loss") is not None else ""
-    return (
-        f'<div class="panel" id="panel-{index}"><h3>{e(_panel_title(row))}</h3>'
-        f'<p>{e(_panel_numbers(row))}.{outline}</p><div class="buttons">{buttons}</div>{images}</div>'
-    )
 
 
 # -- page ------------------------------------------------------------------------------------------
 
 
 def _table(
-    header: Sequence[str], body: Sequence[Sequence[str]], row_class: Callable[[Sequence[str]], str] | None = None
+    header: Sequence[str],
+    body: Sequence[Sequence[str]],
+    row_class: Callable[[Sequence[str]], str] | None = None,
+    *,
+    css_class: str | None = None,
 ) -> str:
     e = html.escape
     head = "".join(f"<th>{e(h)}</th>" for h in header)
@@ -331,7 +238,8 @@ def _table(
     for cells in body:
         attr = f' class="{e(row_class(cells))}"' if row_class else ""
         lines.append(f"<tr{attr}>" + "".join(f"<td{_align(c)}>{e(str(c))}</td>" for c in cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
+    attr = f' class="{e(css_class)}"' if css_class else ""
+    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
 
 
 def _align(cell: str) -> str:
@@ -359,26 +267,19 @@ def _runs_html(runs: list[dict[str, Any]]) -> str:
 
 
 def _verdict_class(cells: Sequence[str]) -> str:
-    return "verdict-" + cells[-1].replace(" ", "-")
+    return "verdict-" + cells[-1].split(" (")[0].replace(" ", "-")
 
 
 def _page(
     title: str,
     runs: list[dict[str, Any]],
-    items: list[Verdict],
+    judged: tuple[list[Verdict], list[DefenseEffect], float],
     cells: list[dict[str, Any]],
     figures: list[tuple[str, str | None]],
     panels: list[str],
 ) -> str:
     e = html.escape
-    parts = [
-        f"<h1>{e(title)}</h1>",
-        "<h2>Run</h2>",
-        _runs_html(runs),
-        "<h2>Verdicts</h2>",
-        f'<p class="rule">{VERDICT_RULE}</p>',
-        _table(VERDICT_HEADER, verdict_table(items), _verdict_class),
-    ]
+    parts = [f"<h1>{e(title)}</h1>", "<h2>Run</h2>", _runs_html(runs), *_verdicts_html(*judged)]
     perturbation, fnaf = perturbation_table(cells), fnaf_table(cells)
     parts.append("<h2>Perturbation attacks (mean over slices)</h2>")
     parts.append(
@@ -412,3 +313,18 @@ def _page(
         f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>'
         f"<body>{''.join(parts)}<script>{_JS}</script></body></html>\n"
     )
+
+
+def _verdicts_html(items: list[Verdict], effects: list[DefenseEffect], margin_db: float) -> list[str]:
+    """The verdicts (rule, table, notes) and the defense effects."""
+    parts = ["<h2>Verdicts</h2>", f'<p class="rule">{verdict_rule(margin_db)}</p>',
+             _table(VERDICT_HEADER, verdict_table(items), _verdict_class, css_class="verdicts")]
+    notes = verdict_notes(items)
+    if notes:
+        parts.append('<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+    parts.append("<h2>Defense effects</h2>")
+    if effects:
+        parts += [f'<p class="rule">{EFFECT_NOTE}</p>', _table(EFFECT_HEADER, effect_table(effects))]
+    else:
+        parts.append('<p class="missing">No defended cell with an undefended counterpart: no defense effects.</p>')
+    return parts

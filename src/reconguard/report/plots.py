@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from reconguard.errors import DataError
+from reconguard.report.effects import defense_effects
 from reconguard.report.figures import save_figure
 from reconguard.report.summary import group, is_perturbation, is_white_box, mean, psnr_drop, sort_key
 
@@ -60,39 +61,66 @@ def _label(model: str, defense: str) -> str:
 def robustness_curves(rows: Sequence[dict[str, Any]]) -> Any:
     """Mean PSNR and SSIM versus eps of every white-box perturbation attack.
 
-    One row of axes per attack (PSNR left, SSIM right), one colour per model x defense (defended
-    models under the adaptive attack); the same-norm noise baseline is dashed in the same colour.
+    One row of axes per attack (PSNR left, SSIM right), one colour and marker per model x defense
+    (defended models under the adaptive attack): attacked solid with filled markers, the same-norm
+    noise baseline dashed with hollow markers, zero-filling of the clean input dotted grey. Every
+    series has an entry in the figure's legend. An attack with one eps is drawn as points on an
+    axis with that one tick.
 
     Raises:
         DataError: No white-box perturbation cell with an eps.
     """
-    stats = group(
-        rows,
-        ("attack", "model", "defense", "eps"),
-        lambda r: is_white_box(r) and is_perturbation(r) and r["eps"] is not None,
-    )
+    chosen = [r for r in rows if is_white_box(r) and is_perturbation(r) and r["eps"] is not None]
+    stats = group(chosen, ("attack", "model", "defense", "eps"))
     if not stats:
         raise DataError("robustness curves: no white-box perturbation cells with an eps")
     attacks = sorted({k[0] for k in stats})
     pairs = sorted({k[1:3] for k in stats}, key=sort_key)
     colors, markers = _colors(pairs), _markers(pairs)
-    fig = _figure(10.0, 3.0 * len(attacks) + 0.4)
+    fig = _figure(12.5, 3.0 * len(attacks) + 0.6)
     axes = fig.subplots(len(attacks), 2, squeeze=False)
     for row, attack in zip(axes, attacks):
         for pair, color in colors.items():
             points = sorted((k[3], s) for k, s in stats.items() if k[0] == attack and k[1:3] == pair)
             if not points:
                 continue
-            eps = [p[0] for p in points]
+            eps, style = [p[0] for p in points], dict(marker=markers[pair], color=color)
+            attacked = "attacked (adaptive)" if pair[1] != "none" else "attacked"
             for ax, metric in zip(row, ("psnr", "ssim")):
-                attacked = [_nan(s[f"attacked_{metric}"]) for _, s in points]
-                ax.plot(eps, attacked, "-", marker=markers[pair], color=color, label=_label(*pair))
-                ax.plot(eps, [_nan(s[f"noise_{metric}"]) for _, s in points], "--", color=color, alpha=0.7)
+                ax.plot(eps, [_nan(s[f"attacked_{metric}"]) for _, s in points], "-", **style,
+                        label=f"{_label(*pair)}: {attacked}")
+                ax.plot(eps, [_nan(s[f"noise_{metric}"]) for _, s in points], "--", **style, alpha=0.7,
+                        markerfacecolor="none", label=f"{_label(*pair)}: same-norm noise")
+        own = [r for r in chosen if r["attack"] == attack]
+        for ax, metric in zip(row, ("psnr", "ssim")):
+            zero = mean(r.get(f"zero_filled_{metric}") for r in own)
+            if zero is not None:
+                ax.axhline(zero, color="0.4", linestyle=":", linewidth=1.2, label="zero-filled, clean input")
+            _eps_axis(ax, sorted({k[3] for k in stats if k[0] == attack}))
         for ax, metric in zip(row, ("PSNR (dB)", "SSIM")):
             ax.set(title=f"{attack}: {metric.split()[0]} vs eps", xlabel="eps", ylabel=metric)
             ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8, title="solid: attacked, dashed: noise", title_fontsize=8)
+    _figure_legend(fig, axes.flat)
     return fig
+
+
+def _eps_axis(ax: Any, eps: list[float]) -> None:
+    """Plain tick labels; one eps gets a symmetric range around it and a single tick."""
+    if len(eps) == 1:
+        centre = eps[0]
+        half = 0.5 * abs(centre) if centre else 1.0
+        ax.set_xlim(centre - half, centre + half)
+        ax.set_xticks([centre], [f"{centre:g}"])
+    ax.ticklabel_format(axis="y", useOffset=False)
+
+
+def _figure_legend(fig: Any, axes: Any) -> None:
+    """One legend for the whole figure (right of the axes) with every labelled series once."""
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    fig.legend(list(entries.values()), list(entries), loc="outside right upper", fontsize=8)
 
 
 def _nan(value: float | None) -> float:
@@ -192,67 +220,61 @@ def _frame(i: int) -> Any:
     return Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=1.5)
 
 
-def tradeoff_points(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Defense cost and gain of every defended white-box model x attack at its largest shared eps.
-
-    ``cost``: clean PSNR of the undefended model minus clean PSNR with the defense; ``gain``:
-    attacked PSNR with the defense (adaptive attack) minus attacked PSNR without it.
-    """
-    stats = group(
-        rows,
-        ("model", "defense", "attack", "eps"),
-        lambda r: is_white_box(r) and is_perturbation(r) and r["eps"] is not None,
-    )
-    points = {}
-    for (model, defense, attack, eps), s in stats.items():
-        base = stats.get((model, "none", attack, eps))
-        if defense == "none" or base is None:
-            continue
-        values = [s["clean_psnr"], base["clean_psnr"], s["attacked_psnr"], base["attacked_psnr"]]
-        if any(v is None for v in values):
-            continue
-        points[(model, defense, attack)] = {  # ascending eps: the largest one wins
-            "model": model,
-            "defense": defense,
-            "attack": attack,
-            "eps": eps,
-            "cost": values[1] - values[0],
-            "gain": values[2] - values[3],
-        }
-    return list(points.values())
-
-
 def defense_tradeoff(rows: Sequence[dict[str, Any]]) -> Any:
-    """Scatter of defense cost (x) versus gain under the adaptive attack (y); see :func:`tradeoff_points`.
+    """Defense cost (x) versus gain (y) with their 95 % intervals over slices.
+
+    One colour and marker per defended model x attack x acceleration
+    (:func:`reconguard.report.effects.defense_effects`, largest shared eps; markers of decreasing
+    size, so coinciding points stay visible): the gain under the adaptive attack filled, under the
+    non-adaptive attack hollow. The axes always span at least 1 dB and include 0, so
+    points near zero stay readable.
 
     Raises:
         DataError: No defended cell with an undefended twin.
     """
-    points = tradeoff_points(rows)
-    if not points:
+    from matplotlib import colormaps
+
+    effects = [e for e in defense_effects(rows) if e.cost is not None]
+    if not effects:
         raise DataError("defense trade-off: no defended cell with an undefended counterpart")
-    colors = _colors(sorted({(p["model"], p["defense"]) for p in points}))
-    fig = _figure(6.4, 4.6)
+    cycle = colormaps["tab10"].colors
+    fig = _figure(9.0, 4.8)
     ax = fig.subplots()
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.axvline(0, color="grey", linewidth=0.8)
-    for p in points:
-        ax.scatter(p["cost"], p["gain"], color=colors[(p["model"], p["defense"])], s=40)
-        ax.annotate(
-            f"{_label(p['model'], p['defense'])}\n{p['attack']} eps {p['eps']:g}",
-            (p["cost"], p["gain"]),
-            textcoords="offset points",
-            xytext=(5, 4),
-            fontsize=7,
-        )
-    ax.set(
-        xlabel="clean PSNR cost of the defense (dB)",
-        ylabel="PSNR gain under adaptive attack (dB)",
-        title="defense cost vs gain (upper left is better)",
-    )
+    xs, ys = [0.0], [0.0]
+    for index, e in enumerate(effects):
+        name = f"{_label(e.model, e.defense)}, {e.attack} eps {e.eps:g} {e.acceleration:g}x"
+        for gain, kind, face in ((e.gain_adaptive, "adaptive", None), (e.gain_nonadaptive, "non-adaptive", "none")):
+            if gain is None:
+                continue
+            ax.errorbar(e.cost.mean, gain.mean, xerr=_error(e.cost), yerr=_error(gain), fmt="osD^vp"[index % 6],
+                        color=cycle[index % len(cycle)], markerfacecolor=face, markersize=9 - index % 3 * 1.5,
+                        capsize=3, alpha=0.85, label=f"{name}: {kind}")
+            xs += [e.cost.low, e.cost.high]
+            ys += [gain.low, gain.high]
+    ax.set_xlim(*_readable_range(xs))
+    ax.set_ylim(*_readable_range(ys))
+    ax.ticklabel_format(useOffset=False)
+    ax.set(xlabel="clean PSNR cost of the defense (dB)", ylabel="PSNR gain under attack (dB)",
+           title="defense cost vs gain, 95 % intervals (upper left is better)")
     ax.grid(alpha=0.3)
-    ax.margins(0.25)
+    _figure_legend(fig, [ax])
     return fig
+
+
+def _error(value: Any) -> list[list[float]]:
+    return [[max(value.mean - value.low, 0.0)], [max(value.high - value.mean, 0.0)]]
+
+
+def _readable_range(values: list[float], *, minimum: float = 1.0) -> tuple[float, float]:
+    """Limits around ``values`` with 15 % padding, at least ``minimum`` wide."""
+    low, high = min(values), max(values)
+    if high - low < minimum:
+        middle = (low + high) / 2
+        low, high = middle - minimum / 2, middle + minimum / 2
+    pad = 0.15 * (high - low)
+    return low - pad, high + pad
 
 
 def slice_panel(images: dict[str, np.ndarray], *, title: str) -> Any:

@@ -1,8 +1,9 @@
-"""Numbers of an audit report: per-slice rows, per-cell means, verdicts and their tables.
+"""Numbers of an audit report: per-slice rows, per-cell means and their tables.
 
 Everything here is plain Python over the tidy rows of :meth:`reconguard.audit.store.Store.records`
 (no pandas, no matplotlib), so the HTML page, the Markdown/CSV summaries and the plots share one
-set of numbers.
+set of numbers; verdicts are in :mod:`reconguard.report.verdicts`, defense effects in
+:mod:`reconguard.report.effects`.
 
 Records are pivoted to *slice rows*: one dict per (cell, volume, slice) holding the cell's columns
 plus one ``<condition>_<metric>`` key per record (``clean_psnr``, ``attacked_ssim``,
@@ -15,11 +16,10 @@ import math
 import os
 import tempfile
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from reconguard.report.tables import csv_text, markdown_table, show
+from reconguard.report.tables import csv_text, show
 
 #: Columns that identify a cell.
 CELL_KEYS = ("cell_id", "model", "defense", "attack", "source", "eps", "seed", "acceleration")
@@ -33,6 +33,7 @@ ARTEFACTS = ("spectral_flatness", "neighbour_correlation", "edge_correlation")
 MEASURES = (
     *(f"{c}_{m}" for c in CONDITIONS for m in METRICS),
     *(f"artefact_{d}" for d in ARTEFACTS),
+    "zero_filled_psnr",
     "psnr_drop",
     "fnaf_candidates",
     "fnaf_accepted",
@@ -48,49 +49,6 @@ ARTEFACT_NOTE = (
     "structure; edge correlation: how much the error follows the target's edges (anatomy-like). Labels: "
     "edge-like if edge correlation ≥ 0.3, else noise-like if flatness ≥ 0.5, else structured."
 )
-#: Verdict thresholds (see :func:`verdicts`).
-VULNERABLE_DB, ROBUST_DB = 3.0, 1.0
-VULNERABLE_HIT, ROBUST_HIT = 0.5, 0.1
-
-VERDICT_RULE = (
-    f"Only white-box cells count (source = model; for a defended model the attack is adaptive, through "
-    f"the defense). For each attack and acceleration, take the largest eps tested; the excess PSNR drop is "
-    f"(clean − attacked) − (clean − same-norm noise) in dB, averaged over slices; keep the worst. The FNAF "
-    f"hit rate is hits among accepted candidates. Verdict: <b>vulnerable</b> if the worst excess drop ≥ "
-    f"{VULNERABLE_DB:g} dB or the hit rate ≥ {VULNERABLE_HIT:.0%}; <b>robust at the tested budgets</b> if "
-    f"every tested excess drop < {ROBUST_DB:g} dB and hit rate < {ROBUST_HIT:.0%}; otherwise "
-    f"<b>partly vulnerable</b>; <b>not tested</b> without white-box cells."
-)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The summary verdict of one model x defense (see :func:`verdicts` for the rule).
-
-    Attributes:
-        model: Reconstructor name.
-        defense: Defense name or ``"none"``.
-        attack: Attack with the worst excess PSNR drop (``None`` without perturbation cells).
-        eps: Its (largest tested) budget.
-        acceleration: Its acceleration.
-        drop_db: Mean clean − attacked PSNR there.
-        noise_drop_db: Mean clean − noise PSNR there.
-        excess_db: ``drop_db - noise_drop_db``.
-        hit_rate: FNAF hit rate among accepted candidates (``None`` without FNAF cells).
-        verdict: ``"vulnerable"``, ``"partly vulnerable"``, ``"robust at the tested budgets"`` or
-            ``"not tested"``.
-    """
-
-    model: str
-    defense: str
-    attack: str | None
-    eps: float | None
-    acceleration: float | None
-    drop_db: float | None
-    noise_drop_db: float | None
-    excess_db: float | None
-    hit_rate: float | None
-    verdict: str
 
 
 def slice_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -122,7 +80,7 @@ def psnr_drop(row: dict[str, Any], condition: str = "attacked") -> float | None:
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Means of every measure over slice rows; FNAF rates count accepted candidates only."""
     out: dict[str, Any] = {"slices": len({(r["volume"], r["slice"]) for r in rows})}
-    for measure in MEASURES[: len(CONDITIONS) * len(METRICS) + len(ARTEFACTS)]:
+    for measure in MEASURES[: len(CONDITIONS) * len(METRICS) + len(ARTEFACTS) + 1]:
         out[measure] = mean(r.get(measure) for r in rows)
     out["psnr_drop"] = mean(psnr_drop(r) for r in rows)
     candidates = [r for r in rows if r.get("fnaf_accepted") is not None]
@@ -166,68 +124,8 @@ def cell_means(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, key)) | stats for key, stats in group(rows, keys).items()]
 
 
-def verdicts(rows: Sequence[dict[str, Any]]) -> list[Verdict]:
-    """The verdict of every model x defense of the slice rows.
-
-    Rule (also :data:`VERDICT_RULE`, shown on the page): only white-box cells count (for defended
-    models these are the adaptive attacks through the defense). For each perturbation attack and
-    acceleration, at the largest eps tested, the *excess drop* is the mean PSNR drop under the
-    attack minus the mean drop under same-norm random noise (the plain drop where a cell has no
-    noise baseline); the worst one is kept. The FNAF hit
-    rate pools every white-box FNAF cell. ``vulnerable``: worst excess drop >= 3 dB or hit rate
-    >= 50 %; ``robust at the tested budgets``: every excess drop < 1 dB and hit rate < 10 %;
-    otherwise ``partly vulnerable``.
-    """
-    white = [r for r in rows if is_white_box(r)]
-    pairs = sorted({(r["model"], r["defense"]) for r in rows}, key=sort_key)
-    out = []
-    for model, defense in pairs:
-        own = [r for r in white if r["model"] == model and r["defense"] == defense]
-        worst = _worst_attack([r for r in own if is_perturbation(r) and r["eps"] is not None])
-        fnaf = summarize([r for r in own if not is_perturbation(r)])["fnaf_hit_rate"]
-        out.append(Verdict(model, defense, *worst, hit_rate=fnaf, verdict=_rule(worst[-1], fnaf)))
-    return out
-
-
-def _worst_attack(rows: list[dict[str, Any]]) -> tuple:
-    """``(attack, eps, acceleration, drop, noise_drop, excess)`` with the largest excess drop."""
-    largest: dict[tuple, float] = {}
-    for r in rows:
-        key = (r["attack"], r["acceleration"])
-        largest[key] = max(largest.get(key, r["eps"]), r["eps"])
-    best: tuple = (None,) * 6
-    for (attack, acceleration), eps in sorted(largest.items()):
-        chosen = [r for r in rows if (r["attack"], r["acceleration"], r["eps"]) == (attack, acceleration, eps)]
-        drop = mean(psnr_drop(r) for r in chosen)
-        noise = mean(psnr_drop(r, "noise") for r in chosen)
-        excess = drop - noise if drop is not None and noise is not None else drop
-        if excess is not None and (best[-1] is None or excess > best[-1]):
-            best = (attack, eps, acceleration, drop, noise, excess)
-    return best
-
-
-def _rule(excess: float | None, hit_rate: float | None) -> str:
-    if excess is None and hit_rate is None:
-        return "not tested"
-    if (excess is not None and excess >= VULNERABLE_DB) or (hit_rate is not None and hit_rate >= VULNERABLE_HIT):
-        return "vulnerable"
-    if (excess is None or excess < ROBUST_DB) and (hit_rate is None or hit_rate < ROBUST_HIT):
-        return "robust at the tested budgets"
-    return "partly vulnerable"
-
-
 # -- tables (lists of strings, shared by HTML and Markdown) --------------------------------------
 
-VERDICT_HEADER = (
-    "model",
-    "defense",
-    "worst attack",
-    "PSNR drop (dB)",
-    "noise drop (dB)",
-    "excess (dB)",
-    "FNAF hit rate",
-    "verdict",
-)
 PERTURBATION_HEADER = (
     "model",
     "defense",
@@ -241,6 +139,7 @@ PERTURBATION_HEADER = (
     "PSNR attacked",
     "PSNR non-adaptive",
     "PSNR noise",
+    "PSNR zero-filled",
     "SSIM clean",
     "SSIM attacked",
     "SSIM noise",
@@ -264,36 +163,13 @@ FNAF_HEADER = (
 )
 
 
-def verdict_table(items: Sequence[Verdict]) -> list[list[str]]:
-    """Rows of :data:`VERDICT_HEADER`."""
-    return [
-        [
-            v.model,
-            v.defense,
-            _attack_label(v),
-            show(v.drop_db, "{:.2f}"),
-            show(v.noise_drop_db, "{:.2f}"),
-            show(v.excess_db, "{:.2f}"),
-            show(v.hit_rate, "{:.0%}"),
-            v.verdict,
-        ]
-        for v in items
-    ]
-
-
-def _attack_label(v: Verdict) -> str:
-    if v.attack is None:
-        return "n/a"
-    return f"{v.attack} (eps {v.eps:g}, {v.acceleration:g}x)"
-
-
 def perturbation_table(cells: Sequence[dict[str, Any]]) -> list[list[str]]:
     """Rows of :data:`PERTURBATION_HEADER`, one per perturbation cell."""
     rows = []
     for c in cells:
         if not is_perturbation(c):
             continue
-        numbers = [show(c[f"{k}_psnr"], "{:.2f}") for k in CONDITIONS]
+        numbers = [show(c[f"{k}_psnr"], "{:.2f}") for k in (*CONDITIONS, "zero_filled")]
         numbers += [show(c[f"{k}_ssim"], "{:.4f}") for k in ("clean", "attacked", "noise")]
         numbers += [show(c[f"{k}_nmse"], "{:.4f}") for k in ("clean", "attacked", "noise")]
         rows.append(
@@ -362,25 +238,6 @@ def _cell_label(c: dict[str, Any]) -> list[str]:
 def summary_csv(cells: Sequence[dict[str, Any]]) -> str:
     """``summary.csv``: one row per cell, columns :data:`SUMMARY_COLUMNS` (empty = no value)."""
     return csv_text([{k: "" if c.get(k) is None else c[k] for k in SUMMARY_COLUMNS} for c in cells])
-
-
-def summary_markdown(items: Sequence[Verdict], cells: Sequence[dict[str, Any]], *, title: str) -> str:
-    """``summary.md``: verdicts with their rule, then the per-cell tables."""
-    rule = VERDICT_RULE.replace("<b>", "**").replace("</b>", "**")
-    verdict = markdown_table(VERDICT_HEADER, verdict_table(items), align="lll" + "r" * 4 + "l")
-    parts = [f"# {title}", "## Verdicts", rule, verdict]
-    perturbation, fnaf = perturbation_table(cells), fnaf_table(cells)
-    if perturbation:
-        table = markdown_table(PERTURBATION_HEADER, perturbation, align="llll" + "r" * 14)
-        parts += ["## Perturbation attacks (mean over slices)", table]
-    if fnaf:
-        table = markdown_table(FNAF_HEADER, fnaf, align="llll" + "r" * 8)
-        parts += ["## FNAF (false-negative adversarial features)", table]
-    artefacts = artefact_table(cells)
-    if artefacts:
-        table = markdown_table(ARTEFACT_HEADER, artefacts, align="llll" + "r" * 5 + "l")
-        parts += ["## Artefacts (error map attacked − clean, mean over slices)", ARTEFACT_NOTE, table]
-    return "\n\n".join(parts) + "\n"
 
 
 def write_text(path: Path, text: str) -> Path:

@@ -31,6 +31,12 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, alig
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table with columns padded to their widest cell (two spaces apart)."""
+    widths = [max(len(str(line[i])) for line in (header, *rows)) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in (header, *rows))
+
+
 def metrics_table(rows: Sequence[tuple[str, dict[str, float]]], *, title: str) -> str:
     """Volume-averaged metrics (mean +- standard error) of several models as Markdown."""
     body = [
