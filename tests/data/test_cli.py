@@ -51,10 +51,10 @@ def test_build_then_info(tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--size", "8"], "size must be an integer >= 16"),
-        (["--coils", "0"], "coils must be an integer >= 1"),
-        (["--noise", "nan"], "noise must be a finite number"),
-        (["--noise", "-1"], "noise must be a finite number >= 0"),
+        (["--size", "8"], "argument --size: expected an integer >= 16"),
+        (["--coils", "0"], "argument --coils: expected an integer >= 1"),
+        (["--noise", "nan"], "argument --noise: expected a finite number"),
+        (["--noise", "-1"], "argument --noise: expected a finite number >= 0"),
         (["--fractions", "0.5", "0.5", "0.5"], "fractions must sum to 1"),
     ],
 )
@@ -62,7 +62,7 @@ def test_bad_build_options_exit_2_with_one_line(tmp_path, capsys, extra, message
     code = main(["data", "build", "--out", str(tmp_path / "o"), "--source", "phantom", "--quiet", *extra])
     assert code == 2
     line = _error_line(capsys)
-    assert line.startswith("reconguard data: error: ") and message in line
+    assert line.startswith(("reconguard data: error: ", "reconguard data build: error: ")) and message in line
     assert not (tmp_path / "o" / "dataset.json").exists()
 
 

@@ -72,8 +72,12 @@ def test_different_config_in_same_dir_is_refused(tiny_data, tmp_path):
 
 
 def test_time_budget_stops_and_validates(tiny_data, tmp_path):
-    history = train(_config(tiny_data, tmp_path, epochs=50, max_minutes=1e-4), progress=False)
-    assert len(history) == 1 and history[0]["epoch"] == 0
+    from reconguard.training.trainer import TrainingCappedWarning
+
+    with pytest.warns(TrainingCappedWarning, match="stopped by the wall-clock cap"):
+        history = train(_config(tiny_data, tmp_path, epochs=50, max_minutes=1e-4), progress=False)
+    assert len(history) == 1 and history[0]["epoch"] == 1  # the first epoch, cut short
+    assert history[0]["partial"] and history[0]["stopped_by_cap"]
 
 
 @pytest.mark.parametrize(

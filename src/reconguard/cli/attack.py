@@ -18,8 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from reconguard.attacks.presets import ATTACKS, attack_table
-from reconguard.cli.options import add_device_option, add_sampling_options, check_device
-from reconguard.errors import ConfigError
+from reconguard.cli.options import (
+    NON_NEGATIVE_INT,
+    NON_NEGATIVE_NUMBER,
+    POSITIVE_INT,
+    POSITIVE_NUMBER,
+    add_device_option,
+    add_sampling_options,
+    check_device,
+    number,
+)
 
 METRICS = ("psnr", "ssim", "nmse")
 
@@ -39,9 +47,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     arg("--split", default="test", help="sub-directory to attack (default: test)")
     add_attack_options(parser)
     add_sampling_options(parser)
-    arg("--max-slices", type=int, default=None, help="attack only the first N slices of the split")
-    arg("--batch-size", type=int, default=4, help="slices per batch (default: 4)")
-    arg("--panels", type=int, default=3, help="figures of the N most damaged slices (default: 3)")
+    arg("--max-slices", type=POSITIVE_INT, default=None, help="attack only the first N slices of the split")
+    arg("--batch-size", type=POSITIVE_INT, default=4, help="slices per batch (default: 4)")
+    arg("--panels", type=NON_NEGATIVE_INT, default=3, help="figures of the N most damaged slices (default: 3)")
     arg("--out", type=Path, default=None, help="run directory (default: runs/attack-<model>-<attack>-<eps>)")
     arg("--overwrite", action="store_true", help="replace an existing run directory")
     add_device_option(parser)
@@ -53,24 +61,29 @@ def add_attack_options(parser: argparse.ArgumentParser) -> None:
     """The options that choose and configure an attack (shared with ``reconguard transfer``)."""
     arg = parser.add_argument
     arg("--attack", default="pgd-kspace", metavar="|".join(ATTACKS), help="attack (default: pgd-kspace)")
-    arg("--eps", type=float, default=None, help="budget; for sparse-kspace the number of spikes (default: per attack)")
+    arg("--eps", type=NON_NEGATIVE_NUMBER, default=None,
+        help="budget, <= 1e6; for sparse-kspace the number of spikes (default: per attack)")
     arg("--norm", default=None, metavar="l2|linf", help="budget norm (default: per attack)")
     scale = parser.add_mutually_exclusive_group()
     scale.add_argument("--relative", dest="relative", action="store_true", default=True,
                        help="eps relative to the measurement (default; see the attacks below)")
     scale.add_argument("--absolute", dest="relative", action="store_false", help="eps in raw data units")
-    arg("--amplitude", type=float, default=1.0, help="sparse-kspace: spike modulus / max|y| (default: 1)")
-    arg("--steps", type=int, default=None, help="iterations (default: per attack)")
-    arg("--step-size", type=float, default=None, help="step as a fraction of the budget (default: per attack)")
-    arg("--restarts", type=int, default=None, help="random restarts, best kept per slice (default: 1)")
+    arg("--amplitude", type=number(0.0, strict=True, high=1e6), default=1.0,
+        help="sparse-kspace: spike modulus / max|y| (default: 1)")
+    arg("--steps", type=POSITIVE_INT, default=None, help="iterations (default: per attack)")
+    arg("--step-size", type=POSITIVE_NUMBER, default=None,
+        help="step as a fraction of the budget (default: per attack)")
+    arg("--restarts", type=POSITIVE_INT, default=None, help="random restarts, best kept per slice (default: 1)")
     arg("--loss", default=None, metavar="mse|l1|ssim", help="attack objective (default: mse)")
     arg("--unsupervised", action="store_true", help="maximise the distance to the clean recon, not the target")
-    arg("--eot-samples", type=int, default=None,
+    arg("--eot-samples", type=POSITIVE_INT, default=None,
         help="draws of a stochastic model (diffusion, smoothing) averaged per step (default: 8 for those, else 1)")
-    arg("--candidates", type=int, default=11, help="fnaf: random features per slice (default: 11)")
-    arg("--feature-size", type=int, default=10, help="fnaf: pixels per feature (default: 10)")
-    arg("--gamma", type=float, default=1e-3, help="fnaf: hit threshold on the missing-feature MSE (default: 1e-3)")
-    arg("--seed", type=int, default=0, help="seed of random starts, features and the noise baseline (default: 0)")
+    arg("--candidates", type=POSITIVE_INT, default=11, help="fnaf: random features per slice (default: 11)")
+    arg("--feature-size", type=POSITIVE_INT, default=10, help="fnaf: pixels per feature (default: 10)")
+    arg("--gamma", type=POSITIVE_NUMBER, default=1e-3,
+        help="fnaf: hit threshold on the missing-feature MSE (default: 1e-3)")
+    arg("--seed", type=NON_NEGATIVE_INT, default=0,
+        help="seed of random starts, features and the noise baseline (default: 0)")
 
 
 _DESCRIPTION = """\
@@ -105,11 +118,6 @@ def run(args: argparse.Namespace) -> int:
     from reconguard.physics.masks import build_mask
     from reconguard.report.tables import csv_text
 
-    for name in ("batch_size", "max_slices"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.panels < 0:
-        raise ConfigError(f"--panels must be >= 0, got {args.panels}")
     check_device(args.device)
     attack = make_attack(args)
     kind = ATTACKS[args.attack].kind

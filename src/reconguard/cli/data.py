@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from reconguard.cli.options import NON_NEGATIVE_INT, NON_NEGATIVE_NUMBER, POSITIVE_INT, integer, number
 from reconguard.errors import DataError
 
 _BUILD_HELP = """\
@@ -54,24 +55,24 @@ def _add_build(commands: Any) -> None:
         choices=("mni152", "colin27", "phantom"),
         help="MNI152 template, Colin 27 template or synthetic phantom (default: %(default)s)",
     )
-    arg("--size", type=int, default=128, help="side of the square slices, >= 16 (default: %(default)s)")
+    arg("--size", type=integer(16), default=128, help="side of the square slices, >= 16 (default: %(default)s)")
     arg(
         "--coils",
-        type=int,
+        type=POSITIVE_INT,
         default=1,
         help="receive coils: 1 = single-coil files, more = multi-coil with maps (default: %(default)s)",
     )
     arg(
         "--noise",
-        type=float,
+        type=NON_NEGATIVE_NUMBER,
         default=0.01,
         help="k-space noise std per real/imaginary part; the image maximum is 1 (default: %(default)s)",
     )
-    arg("--seed", type=int, default=0, help="seed of all randomness; same seed, same files")
-    arg("--block", type=int, default=8, help="contiguous slices per volume file (default: %(default)s)")
+    arg("--seed", type=NON_NEGATIVE_INT, default=0, help="seed of all randomness; same seed, same files")
+    arg("--block", type=POSITIVE_INT, default=8, help="contiguous slices per volume file (default: %(default)s)")
     arg(
         "--fractions",
-        type=float,
+        type=number(0.0, strict=True, high=1.0),
         nargs=3,
         default=(0.7, 0.1, 0.2),
         metavar=("TRAIN", "VAL", "TEST"),

@@ -17,7 +17,13 @@ from typing import Any
 
 from reconguard.attacks.presets import ATTACKS, attack_table
 from reconguard.cli.attack import add_attack_options, make_attack, metric_values, model_label
-from reconguard.cli.options import add_device_option, add_sampling_options, check_device, parse_assignments
+from reconguard.cli.options import (
+    POSITIVE_INT,
+    add_device_option,
+    add_sampling_options,
+    check_device,
+    parse_assignments,
+)
 from reconguard.errors import ConfigError
 
 CONDITIONS = ("clean", "clean_defended", "attacked", "attacked_defended", "adaptive_defended")
@@ -46,8 +52,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_sampling_options(parser)
     arg("--no-adaptive", dest="adaptive", action="store_false",
         help="skip the adaptive attack (timing runs only: the defense is then not reported as robust)")
-    arg("--max-slices", type=int, default=8, help="evaluate the first N slices (default: 8; defenses are slow)")
-    arg("--batch-size", type=int, default=4, help="slices per batch (default: 4)")
+    arg("--max-slices", type=POSITIVE_INT, default=8,
+        help="evaluate the first N slices (default: 8; defenses are slow)")
+    arg("--batch-size", type=POSITIVE_INT, default=4, help="slices per batch (default: 4)")
     arg("--out", type=Path, default=None, help="run directory (default: runs/defend-<model>-<defense>-<attack>)")
     arg("--overwrite", action="store_true", help="replace an existing run directory")
     add_device_option(parser)
@@ -68,8 +75,6 @@ def run(args: argparse.Namespace) -> int:
     from reconguard.report.tables import csv_text
 
     check_device(args.device)
-    if args.batch_size < 1 or args.max_slices < 1:
-        raise ConfigError("--batch-size and --max-slices must be >= 1")
     if ATTACKS.get(args.attack) is not None and ATTACKS[args.attack].kind != "perturbation":
         raise ConfigError(f"{args.attack} is not a perturbation attack; defend evaluates PGD/FGSM/sparse attacks")
     attack = make_attack(args)

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from reconguard.cli.options import add_device_option, add_sampling_options, check_device
+from reconguard.cli.options import POSITIVE_INT, add_device_option, add_sampling_options, check_device
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", required=True, help="data set directory")
     parser.add_argument("--split", default="test", help="sub-directory to evaluate (default: test)")
     add_sampling_options(parser)
-    parser.add_argument("--batch-size", type=int, default=8, help="slices per batch (default: 8)")
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=8, help="slices per batch (default: 8)")
     add_device_option(parser)
     parser.add_argument("--json", type=Path, default=None, help="also write per-volume results to this file")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from reconguard.cli.options import add_device_option, add_sampling_options, check_device, parse_assignments
+from reconguard.cli.options import (
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    POSITIVE_NUMBER,
+    add_device_option,
+    add_sampling_options,
+    check_device,
+    number,
+    parse_assignments,
+)
 
 # Kept in step with the option defaults of reconguard.defenses.training (a test checks it); written
 # out here so that `reconguard --help` does not import torch.
@@ -57,12 +66,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", required=True, help="data set directory (with train/ and val/)")
     parser.add_argument("--out", default=None, help="run directory (default: runs/<model>-<acceleration>x[-<robust>])")
     add_sampling_options(parser)
-    parser.add_argument("--epochs", type=int, default=20, help="passes over the training split (default: 20)")
-    parser.add_argument("--batch-size", type=int, default=8, help="slices per step (default: 8)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate (default: 1e-3)")
+    parser.add_argument("--epochs", type=POSITIVE_INT, default=None,
+                        help="passes over the training split (default: 20, or unlimited with --max-steps)")
+    parser.add_argument("--max-steps", type=POSITIVE_INT, default=None,
+                        help="stop after this many optimiser steps (batches) in total, whichever of --epochs and "
+                        "--max-steps comes first")
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=8, help="slices per step (default: 8)")
+    parser.add_argument("--lr", type=POSITIVE_NUMBER, default=1e-3, help="peak Adam learning rate (default: 1e-3)")
     parser.add_argument(
         "--final-lr-fraction",
-        type=float,
+        type=number(0.0, strict=True, high=1.0),
         default=1.0,
         help="learning rate of the last epoch relative to --lr, reached by a half-cosine decay "
         "(default: 1, constant: on the built-in data a decay to 0.05 did not help a 20-epoch U-Net)",
@@ -73,8 +86,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="what the loss compares: magnitudes (default) or real/imaginary parts with the fully sampled "
         "complex image (trains the output phase too; l1/mse, no --robust)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and masks (default: 0)")
-    parser.add_argument("--max-minutes", type=float, default=None, help="stop training after this many minutes")
+    parser.add_argument("--seed", type=NON_NEGATIVE_INT, default=0,
+                        help="seed of weights, shuffling and masks (default: 0)")
+    parser.add_argument("--max-minutes", type=POSITIVE_NUMBER, default=None,
+                        help="wall-clock cap: stop training after this many minutes of training (the log and "
+                        "history.json say when it cut training short); prefer --epochs/--max-steps, which give "
+                        "the same model on any machine")
     add_device_option(parser)
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="model hyper-parameter (repeatable)")
     parser.add_argument(
@@ -116,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
         acceleration=args.acceleration,
         center_fraction=args.center_fraction,
         mask=args.mask,
-        epochs=args.epochs,
+        epochs=20 if args.epochs is None and args.max_steps is None else args.epochs,
+        max_steps=args.max_steps,
         batch_size=args.batch_size,
         lr=args.lr,
         final_lr_fraction=args.final_lr_fraction,
@@ -133,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
     if history:
         best = max(history, key=lambda h: h["psnr"])
         print(
-            f"best validation PSNR {best['psnr']:.2f} dB, SSIM {best['ssim']:.4f} (epoch {best['epoch']}); "
+            f"best validation PSNR {best['psnr']:.2f} dB, SSIM {best['ssim']:.4f} (epoch {best['epoch']}"
+            f"{', partial' if best.get('partial') else ''}); "
             f"weights: {out}/best.safetensors"
         )
     return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from reconguard.attacks.presets import ATTACKS, attack_table
 from reconguard.cli.attack import add_attack_options, make_attack, model_label
-from reconguard.cli.options import add_device_option, add_sampling_options, check_device
+from reconguard.cli.options import POSITIVE_INT, add_device_option, add_sampling_options, check_device
 from reconguard.errors import ConfigError
 
 
@@ -34,8 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     arg("--split", default="test", help="sub-directory to use (default: test)")
     add_attack_options(parser)
     add_sampling_options(parser)
-    arg("--max-slices", type=int, default=None, help="use only the first N slices of the split")
-    arg("--batch-size", type=int, default=4, help="slices per batch (default: 4)")
+    arg("--max-slices", type=POSITIVE_INT, default=None, help="use only the first N slices of the split")
+    arg("--batch-size", type=POSITIVE_INT, default=4, help="slices per batch (default: 4)")
     arg("--out", type=Path, default=None, help="write the records to this CSV file")
     add_device_option(parser)
     arg("--quiet", action="store_true", help="no progress bar")
@@ -57,8 +57,6 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     if ATTACKS.get(args.attack) is not None and ATTACKS[args.attack].kind != "perturbation":
         raise ConfigError(f"{args.attack} inserts features rather than perturbing; transfer needs a perturbation")
-    if args.batch_size < 1 or (args.max_slices is not None and args.max_slices < 1):
-        raise ConfigError("--batch-size and --max-slices must be >= 1")
     attack = make_attack(args)
     mask_fn = build_mask(args.mask, acceleration=args.acceleration, center_fraction=args.center_fraction)
     dataset = SliceDataset(Path(args.data) / args.split)

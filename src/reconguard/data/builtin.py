@@ -41,6 +41,7 @@ import torch
 
 from reconguard.data.anatomy import ORIENTATIONS, SOURCES, load_source, slice_stacks
 from reconguard.data.fastmri import PathLike
+from reconguard.data.manifest import check_manifest
 from reconguard.data.writer import write_volume
 from reconguard.errors import ConfigError, DataError
 from reconguard.physics.coils import rss, simulate_coil_maps
@@ -164,7 +165,8 @@ def load_manifest(out_dir: PathLike) -> dict[str, Any] | None:
     """Read ``OUT/dataset.json``; ``None`` if the directory holds no complete build.
 
     Raises:
-        DataError: If the manifest exists but is not readable JSON.
+        DataError: If the manifest exists but is not readable JSON or does not fit
+            :data:`reconguard.data.manifest.SCHEMA` (the message names the field).
     """
     path = Path(out_dir) / MANIFEST
     if not path.is_file():
@@ -173,9 +175,7 @@ def load_manifest(out_dir: PathLike) -> dict[str, Any] | None:
         manifest = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError):
         raise DataError(f"{path}: not a readable JSON manifest; rebuild with overwrite") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("splits"), dict):
-        raise DataError(f"{path}: manifest has no 'splits' table; rebuild with overwrite")
-    return manifest
+    return check_manifest(path, manifest)
 
 
 def _own_files(out: Path, split: str) -> list[Path]:

@@ -14,6 +14,11 @@ Phase encoding runs along ``W`` (ISMRMRD ``y``), read-out along ``H`` (``x``). F
 target get one computed the fastMRI way: the centre crop (recon size) of the root-sum-of-squares
 of ``ifft2c(kspace)``. Malformed files raise :class:`~reconguard.errors.DataError` naming the file.
 
+Before anything is read, the declared size of every dataset is checked against
+:class:`~reconguard.data.limits.ReadLimits` and datasets stored in other files (HDF5 external
+storage, virtual datasets) are refused unless the user opts in; arrays are then read one slice
+at a time.
+
 References:
     Zbontar et al., "fastMRI: An Open Dataset and Benchmarks for Accelerated MRI",
     arXiv:1811.08839 (layout as read by ``fastmri/data/mri_data.py``).
@@ -34,6 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from reconguard.data.limits import ReadLimits
 from reconguard.data.sample import Sample
 from reconguard.errors import DataError
 from reconguard.physics.coils import rss
@@ -93,10 +99,14 @@ def _open(path: Path) -> h5py.File:
         ) from None
 
 
-def _header_recon_size(path: Path, hf: h5py.File) -> tuple[int, int] | None:
+def _header_recon_size(path: Path, hf: h5py.File, limits: ReadLimits) -> tuple[int, int] | None:
     if "ismrmrd_header" not in hf:
         return None
-    raw = hf["ismrmrd_header"][()]
+    header = hf["ismrmrd_header"]
+    if not isinstance(header, h5py.Dataset):
+        raise DataError(f"{path}: ismrmrd_header is not a dataset")
+    limits.check(path, "ismrmrd_header", header, per_slice=False)
+    raw = header[()]
     try:
         root = etree.fromstring(raw.encode() if isinstance(raw, str) else bytes(raw))
         ns = {"m": ISMRMRD_NAMESPACE}
@@ -106,10 +116,11 @@ def _header_recon_size(path: Path, hf: h5py.File) -> tuple[int, int] | None:
         raise DataError(f"{path}: ismrmrd_header lacks a readable reconSpace matrixSize") from None
 
 
-def _check_kspace(path: Path, hf: h5py.File) -> h5py.Dataset:
+def _check_kspace(path: Path, hf: h5py.File, limits: ReadLimits) -> h5py.Dataset:
     if not isinstance(hf.get("kspace"), h5py.Dataset):
         raise DataError(f"{path}: no 'kspace' dataset (keys: {sorted(hf.keys())})")
     kspace = hf["kspace"]
+    limits.check(path, "kspace", kspace, per_slice=True)
     if kspace.ndim not in (3, 4):
         raise DataError(f"{path}: kspace must be (S, H, W) or (S, C, H, W), got {kspace.shape}")
     if not np.issubdtype(kspace.dtype, np.complexfloating):
@@ -119,8 +130,11 @@ def _check_kspace(path: Path, hf: h5py.File) -> h5py.Dataset:
     return kspace
 
 
-def _check_target(path: Path, hf: h5py.File, key: str, num_slices: int) -> tuple[int, int]:
+def _check_target(path: Path, hf: h5py.File, key: str, num_slices: int, limits: ReadLimits) -> tuple[int, int]:
     target = hf[key]
+    if not isinstance(target, h5py.Dataset):
+        raise DataError(f"{path}: {key} is not a dataset")
+    limits.check(path, key, target, per_slice=True)
     if target.ndim != 3 or target.shape[0] != num_slices or target.size == 0:
         raise DataError(
             f"{path}: {key} must be (S, h, w) with S={num_slices} like kspace, got {target.shape}"
@@ -130,20 +144,26 @@ def _check_target(path: Path, hf: h5py.File, key: str, num_slices: int) -> tuple
     return int(target.shape[1]), int(target.shape[2])
 
 
-def _inspect_open(path: Path, hf: h5py.File) -> VolumeInfo:
-    kspace = _check_kspace(path, hf)
+def _inspect_open(path: Path, hf: h5py.File, limits: ReadLimits) -> VolumeInfo:
+    kspace = _check_kspace(path, hf, limits)
     multicoil = kspace.ndim == 4
     num_slices, height, width = kspace.shape[0], kspace.shape[-2], kspace.shape[-1]
     keys = [SINGLECOIL_TARGET, MULTICOIL_TARGET][:: -1 if multicoil else 1]
     target_key = next((k for k in keys if k in hf), None)
-    recon_size = _header_recon_size(path, hf)
+    recon_size = _header_recon_size(path, hf, limits)
     if target_key is not None:
-        recon_size = _check_target(path, hf, target_key, num_slices)
-    if "mask" in hf and hf["mask"].shape != (width,):
-        raise DataError(
-            f"{path}: mask shape {hf['mask'].shape} does not match k-space width {width}"
-        )
+        recon_size = _check_target(path, hf, target_key, num_slices, limits)
+    if "mask" in hf:
+        if not isinstance(hf["mask"], h5py.Dataset):
+            raise DataError(f"{path}: mask is not a dataset")
+        if hf["mask"].shape != (width,):
+            raise DataError(f"{path}: mask shape {hf['mask'].shape} does not match k-space width {width}")
+        limits.check(path, "mask", hf["mask"], per_slice=False)
     maps = hf.get(MAPS_KEY)
+    if maps is not None and not isinstance(maps, h5py.Dataset):
+        raise DataError(f"{path}: {MAPS_KEY} is not a dataset")
+    if maps is not None:
+        limits.check(path, MAPS_KEY, maps, per_slice=True)
     if maps is not None and (
         maps.shape != kspace.shape or not np.issubdtype(maps.dtype, np.complexfloating)
     ):
@@ -165,22 +185,26 @@ def _inspect_open(path: Path, hf: h5py.File) -> VolumeInfo:
     )
 
 
-def inspect_volume(path: PathLike) -> VolumeInfo:
+def inspect_volume(path: PathLike, limits: ReadLimits | None = None) -> VolumeInfo:
     """Validate a fastMRI file's structure and describe it (array data is not read).
 
     Args:
         path: An ``.h5`` file.
+        limits: Declared-size limits and external-storage policy (default: from the environment,
+            :meth:`ReadLimits.from_environment`).
 
     Returns:
         The file's :class:`VolumeInfo`.
 
     Raises:
-        DataError: If the file is missing, not HDF5, truncated, or not in fastMRI layout.
+        DataError: If the file is missing, not HDF5, truncated, not in fastMRI layout, declares
+            arrays beyond ``limits`` or keeps its data in other files.
     """
     path = Path(path)
+    limits = ReadLimits.from_environment() if limits is None else limits
     with _open(path) as hf:
         try:
-            return _inspect_open(path, hf)
+            return _inspect_open(path, hf, limits)
         except OSError as err:
             raise DataError(f"{path}: corrupt HDF5 metadata ({err})") from None
 
@@ -202,11 +226,12 @@ def _resolve_paths(source: PathLike | Iterable[PathLike]) -> list[Path]:
     return paths
 
 
-def list_volumes(source: PathLike | Iterable[PathLike]) -> list[VolumeInfo]:
+def list_volumes(source: PathLike | Iterable[PathLike], limits: ReadLimits | None = None) -> list[VolumeInfo]:
     """Describe every volume of a directory (its ``*.h5`` files, sorted), a file or a list of files.
 
     Args:
         source: Directory, ``.h5`` file, or iterable of files.
+        limits: See :func:`inspect_volume`.
 
     Returns:
         One :class:`VolumeInfo` per file, in order.
@@ -214,7 +239,8 @@ def list_volumes(source: PathLike | Iterable[PathLike]) -> list[VolumeInfo]:
     Raises:
         DataError: If the directory is missing or empty, or any file is malformed.
     """
-    return [inspect_volume(p) for p in _resolve_paths(source)]
+    limits = ReadLimits.from_environment() if limits is None else limits
+    return [inspect_volume(p, limits) for p in _resolve_paths(source)]
 
 
 class _Handles:
@@ -264,6 +290,7 @@ class SliceDataset(Dataset):
 
     Args:
         source: Directory (its ``*.h5`` files), one file, or a list of files.
+        limits: Declared-size limits and external-storage policy (default: from the environment).
 
     Shapes:
         kspace: ``(1, C, H, W)`` complex64 (``C = 1`` for single-coil files)
@@ -273,8 +300,8 @@ class SliceDataset(Dataset):
         mask: ``(1, 1, 1, W)`` bool or ``None``
     """
 
-    def __init__(self, source: PathLike | Iterable[PathLike]):
-        self.volumes = list_volumes(source)
+    def __init__(self, source: PathLike | Iterable[PathLike], *, limits: ReadLimits | None = None):
+        self.volumes = list_volumes(source, limits)
         self._offsets = np.cumsum([0] + [v.num_slices for v in self.volumes]).tolist()
         self._handles = _Handles()
         self._max_cache: dict[Path, float] = {}
@@ -324,8 +351,9 @@ class SliceDataset(Dataset):
         if "max" in info.attrs:
             return float(info.attrs["max"])
         if info.path not in self._max_cache:
-            if info.target_key is not None:
-                value = float(np.max(self._handles.get(info.path)[info.target_key][()]))
+            if info.target_key is not None:  # slice by slice: memory stays within the slice limit
+                target = self._handles.get(info.path)[info.target_key]
+                value = max(float(np.max(target[s])) for s in range(info.num_slices))
             else:
                 slices = range(info.num_slices)
                 value = max(float(self._kspace_target(info, s)[1].max()) for s in slices)

@@ -8,11 +8,13 @@ fastMRI ``.pt``/``.ckpt`` files are read with ``torch.load(..., weights_only=Tru
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import json
 import os
 import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,6 +41,33 @@ MODELS: dict[str, type[ReconstructorModule]] = {
 _SUFFIXES = (".safetensors", ".json")
 
 
+class UntrainedModelWarning(UserWarning):
+    """A trainable model is used with random (untrained) weights."""
+
+
+def unknown_model_message(name: object) -> str:
+    """``unknown model 'unte' (did you mean 'unet'?); choose one of [...]``."""
+    close = difflib.get_close_matches(str(name), list(MODELS), n=1, cutoff=0.5)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown model {name!r}{hint}; choose one of {sorted(MODELS)}"
+
+
+def warn_if_untrained(model: ReconstructorModule, where: str = "") -> None:
+    """Warn (:class:`UntrainedModelWarning`) that a model with trainable weights was built, not loaded.
+
+    Args:
+        model: A freshly built model.
+        where: Prefix naming where it was asked for (e.g. ``"audit.yaml:5: models.unet: "``).
+    """
+    if any(p.requires_grad for p in model.parameters()):
+        warnings.warn(
+            f"{where}{model.name} is built with random weights (untrained), so its numbers say nothing about a "
+            f"trained {model.name}; give a checkpoint ('reconguard train' writes one)",
+            UntrainedModelWarning,
+            stacklevel=2,
+        )
+
+
 def build(name: str, **config: Any) -> ReconstructorModule:
     """Build a reconstructor from its registered name and keyword hyper-parameters.
 
@@ -52,8 +81,8 @@ def build(name: str, **config: Any) -> ReconstructorModule:
     Raises:
         ConfigError: Unknown name, unknown hyper-parameter, or an impossible value.
     """
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    if not isinstance(name, str) or name not in MODELS:
+        raise ConfigError(unknown_model_message(name))
     cls = MODELS[name]
     accepted = {
         p.name for p in inspect.signature(cls.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY
@@ -126,7 +155,9 @@ def load(path_or_name: str | os.PathLike, **overrides: Any) -> ReconstructorModu
     """Load a saved model, or build a default model from a registered name.
 
     A ``str`` equal to a registered name (e.g. ``"cs_tv"``) builds that model with default
-    hyper-parameters; pass ``Path("cs_tv")`` or ``"./cs_tv"`` to read files of that name instead.
+    hyper-parameters (with an :class:`UntrainedModelWarning` when it has trainable weights); pass
+    ``Path("cs_tv")`` or ``"./cs_tv"`` to read files of that name instead. A bare name that is
+    neither registered nor a file (``"unte"``) is reported with the valid names and the closest.
 
     Args:
         path_or_name: Registered name, or the path given to :func:`save` (suffix optional).
@@ -138,10 +169,15 @@ def load(path_or_name: str | os.PathLike, **overrides: Any) -> ReconstructorModu
         The model in eval mode.
 
     Raises:
+        ConfigError: A bare name that is not registered and names no file.
         DataError: A file is missing, unreadable, or does not match its config.
     """
     if isinstance(path_or_name, str) and path_or_name in MODELS:
-        return build(path_or_name, **overrides).eval()
+        model = build(path_or_name, **overrides).eval()
+        warn_if_untrained(model)
+        return model
+    if isinstance(path_or_name, str) and _looks_like_a_name(path_or_name):
+        raise ConfigError(unknown_model_message(path_or_name) + ", or give a checkpoint path")
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -161,6 +197,13 @@ def load(path_or_name: str | os.PathLike, **overrides: Any) -> ReconstructorModu
     except (OSError, SafetensorError, RuntimeError) as exc:
         raise DataError(f"{weights_file}: cannot load weights ({_first_line(exc)})") from None
     return model.eval()
+
+
+def _looks_like_a_name(text: str) -> bool:
+    """A bare word (no directory, no checkpoint suffix) that names no file."""
+    path = Path(text)
+    bare = path.name == text and path.suffix not in _SUFFIXES
+    return bare and not any(p.exists() for p in (path, *_files(path)))
 
 
 def _first_line(exc: BaseException) -> str:

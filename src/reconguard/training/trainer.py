@@ -6,7 +6,13 @@ A run lives in one output directory::
     OUT/last.safetensors     latest weights (+ last.json, the model config)
     OUT/best.safetensors     weights with the best validation PSNR (+ best.json)
     OUT/state.pt             weights, optimiser, position (epoch, step), elapsed time, history
-    OUT/history.json         validation PSNR/SSIM/NMSE of every epoch
+    OUT/history.json         validation PSNR/SSIM/NMSE of every epoch (``epoch`` k = the k-th epoch;
+                             ``partial``: validated before the epoch ended; ``stopped_by_cap``: the
+                             ``max_minutes`` cap cut training short there)
+
+The budget is ``epochs`` and/or ``max_steps`` (optimiser steps), which give the same model on any
+machine; ``max_minutes`` is an optional wall-clock cap on top, and when it stops training before
+the budget is spent the run says so (a :class:`TrainingCappedWarning`, the history, ``state.pt``).
 
 Every file is written to a temporary name and renamed, so a run killed at any moment leaves the
 previous consistent state; starting the same command again resumes from it. Shuffling and training
@@ -32,7 +38,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import time
+import warnings
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -44,7 +52,7 @@ from tqdm.auto import tqdm
 from reconguard.data import SliceDataset
 from reconguard.data.sample import Sample
 from reconguard.defenses.training import ROBUST_MODES, CleanTraining, build_strategy, derive_seed
-from reconguard.errors import ConfigError
+from reconguard.errors import ConfigError, DataError
 from reconguard.metrics import ssim_loss
 from reconguard.models import registry
 from reconguard.physics.coils import estimate_coil_maps
@@ -54,6 +62,11 @@ from reconguard.training.evaluation import evaluate, magnitude, summarize
 
 LOSSES = ("l1", "mse", "ssim")
 TARGETS = ("magnitude", "complex")
+_RESTART = "start the run over with 'reconguard train --overwrite' (or delete the run directory)"
+
+
+class TrainingCappedWarning(UserWarning):
+    """The ``max_minutes`` wall-clock cap stopped training before its epochs/steps were done."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,7 +81,10 @@ class TrainConfig:
         acceleration: Under-sampling factor of the training and validation masks.
         center_fraction: Fully sampled centre fraction (default: fastMRI's pairing).
         mask: Mask type (``random``, ``equispaced``, ``variable_density``).
-        epochs: Number of passes over the training split.
+        epochs: Number of passes over the training split; ``None``: no epoch limit (then
+            ``max_steps`` is the budget).
+        max_steps: Stop after this many optimiser steps (batches) in total, even mid-epoch
+            (the partial epoch is validated); ``None``: no step limit.
         batch_size: Slices per optimiser step.
         lr: Peak Adam learning rate, decayed by a half cosine to ``lr * final_lr_fraction``
             over ``epochs`` (set per epoch from the epoch index, so a resumed run follows the same
@@ -82,7 +98,9 @@ class TrainConfig:
             mitigation) need, and how physics-based networks are trained (Aggarwal et al.,
             arXiv:1712.02862). ``l1`` or ``mse`` only, and only with ``robust="none"``.
         seed: Seeds weights, shuffling and training masks.
-        max_minutes: Stop after this much training time (validation still runs).
+        max_minutes: Wall-clock cap: stop after this much training time (validation still runs).
+            Never a default: a budget in minutes gives different models on fast and slow
+            machines; when the cap cuts training short it is logged and recorded.
         device: ``cpu`` or ``cuda``.
         robust: Robust training: ``none``, ``pgd`` (adversarial training, Madry et al.
             arXiv:1706.06083, or ``method="free"``, Shafahi et al. arXiv:1904.12843), ``fnaf``
@@ -103,7 +121,8 @@ class TrainConfig:
     acceleration: float = 4.0
     center_fraction: float | None = None
     mask: str = "random"
-    epochs: int = 20
+    epochs: int | None = 20
+    max_steps: int | None = None
     batch_size: int = 8
     lr: float = 1e-3
     final_lr_fraction: float = 1.0
@@ -118,7 +137,16 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (_count(self.epochs), f"epochs must be an integer >= 1, got {self.epochs!r}"),
+            (_count(self.max_steps), f"max_steps must be an integer >= 1, got {self.max_steps!r}"),
+            (
+                self.epochs is not None or self.max_steps is not None,
+                "give a training budget: epochs, max_steps or both",
+            ),
+            (
+                self.epochs is not None or self.final_lr_fraction == 1,
+                "final_lr_fraction < 1 decays over the epochs: give epochs",
+            ),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr}"),
             (
@@ -133,8 +161,8 @@ class TrainConfig:
             ),
             (self.mask in MASKS, f"unknown mask type {self.mask!r}; choose one of {sorted(MASKS)}"),
             (
-                self.max_minutes is None or self.max_minutes > 0,
-                f"max_minutes must be positive, got {self.max_minutes}",
+                self.max_minutes is None or (_real(self.max_minutes) and self.max_minutes > 0),
+                f"max_minutes must be a positive number, got {self.max_minutes!r}",
             ),
         ]
         for ok, message in checks:
@@ -155,6 +183,8 @@ class TrainConfig:
 
     def learning_rate(self, epoch: int) -> float:
         """Half-cosine decay from ``lr`` (epoch 0) to ``lr * final_lr_fraction`` (last epoch)."""
+        if self.epochs is None:  # a step budget: constant (final_lr_fraction is 1, checked above)
+            return self.lr
         progress = epoch / max(self.epochs - 1, 1)
         floor = self.lr * self.final_lr_fraction
         return floor + 0.5 * (self.lr - floor) * (1 + math.cos(math.pi * progress))
@@ -164,6 +194,15 @@ class TrainConfig:
         return build_mask(self.mask, acceleration=self.acceleration, center_fraction=self.center_fraction)
 
 
+def _count(value: Any) -> bool:
+    """``None`` or an integer >= 1."""
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @dataclass
 class _State:
     epoch: int = 0
@@ -171,6 +210,7 @@ class _State:
     elapsed: float = 0.0
     best_psnr: float = -math.inf
     history: list[dict[str, float]] = field(default_factory=list)
+    stopped_by_cap: bool = False  # max_minutes ended training before epochs/max_steps were done
 
 
 def train(
@@ -179,6 +219,7 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
     checkpoint_seconds: float = 60.0,
+    label: str | None = None,
 ) -> list[dict[str, float]]:
     """Train (or resume training) a reconstructor.
 
@@ -187,9 +228,13 @@ def train(
         overwrite: Discard an existing run in ``config.out`` with a different configuration.
         progress: Show progress bars.
         checkpoint_seconds: Save a resumable checkpoint at least this often during an epoch.
+        label: Name of the model in progress bars and messages (default: ``config.model``).
 
     Returns:
-        The validation history, one dict per epoch.
+        The validation history, one dict per validation (see the module docstring).
+
+    Raises:
+        DataError: The run directory holds an unreadable or foreign ``config.json``/``state.pt``.
     """
     out = Path(config.out)
     strategy = config.strategy()
@@ -197,55 +242,90 @@ def train(
     resuming = (out / "state.pt").exists() and not overwrite
     model = _init_model(config, start=not resuming).to(config.device)
     strategy.wrap(model, seed=(config.seed,))
-    state = _prepare_run(config, out, overwrite)
+    state, saved = _prepare_run(config, out, overwrite)
     mask_fn = config.mask_fn()
     train_set = SliceDataset(Path(config.data) / "train")
     val_set = SliceDataset(Path(config.data) / "val")
     val_loader = DataLoader(val_set, batch_size=config.batch_size, collate_fn=Sample.collate)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    if state.epoch or state.step:
-        saved = torch.load(out / "state.pt", weights_only=True, map_location=config.device)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-
-    loss_fn = _loss_fn(config.loss)
-    budget = math.inf if config.max_minutes is None else 60.0 * config.max_minutes
-    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
-    while state.epoch < config.epochs and state.elapsed < budget:
-        bar = tqdm(
-            _epoch_loader(train_set, config, state),
-            initial=state.step,
-            total=steps_per_epoch,
-            desc=f"epoch {state.epoch + 1}/{config.epochs}",
-            disable=not progress,
-        )
-        model.train()
-        for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate(state.epoch)
-        last_save = time.monotonic()
-        for batch in bar:
-            start = time.monotonic()
-            seed = (config.seed, state.epoch, state.step)
-            loss = _train_step(
-                model, optimizer, strategy, batch.to(config.device), mask_fn, loss_fn, seed,
-                complex_target=config.target == "complex",
-            )
-            state.step += 1
-            state.elapsed += time.monotonic() - start
-            bar.set_postfix(loss=f"{loss.item():.4g}")
-            if time.monotonic() - last_save > checkpoint_seconds:
-                _save(out, model, optimizer, state)
-                last_save = time.monotonic()
-            if state.elapsed >= budget:
-                break
-        bar.close()
-        epoch_done = state.step >= steps_per_epoch
+    if saved is not None:
+        _restore(out / "state.pt", saved, model, optimizer)
+    budget = _Budget(config, steps_per_epoch=math.ceil(len(train_set) / config.batch_size))
+    name = label or config.model
+    while not budget.spent(state) and state.elapsed < budget.seconds:
+        _train_epoch(model, optimizer, strategy, train_set, mask_fn, config, state, budget, out,
+                     progress=progress, name=name, checkpoint_seconds=checkpoint_seconds)
+        epoch_done = state.step >= budget.steps_per_epoch
         if epoch_done:
             state.epoch, state.step = state.epoch + 1, 0
-        if epoch_done or state.elapsed >= budget:
-            _validate(model, strategy, val_loader, mask_fn, config, state, out, progress)
+        if not budget.spent(state) and state.elapsed >= budget.seconds:
+            state.stopped_by_cap = True
+        if epoch_done or budget.spent(state) or state.stopped_by_cap:
+            _validate(model, strategy, val_loader, mask_fn, config, state, out, progress, name=name,
+                      steps=budget.done(state))
         _save(out, model, optimizer, state)
+        if state.stopped_by_cap:
+            warnings.warn(
+                f"{name}: training stopped by the wall-clock cap (max_minutes={config.max_minutes:g}) after "
+                f"{budget.done(state)} of {budget.planned} steps; the model is under-trained "
+                f"(give epochs/max_steps without max_minutes for a machine-independent budget)",
+                TrainingCappedWarning,
+                stacklevel=2,
+            )
     return state.history
+
+
+@dataclass(frozen=True)
+class _Budget:
+    """How long a run trains: epochs and/or optimiser steps, and the optional wall-clock cap."""
+
+    config: TrainConfig
+    steps_per_epoch: int
+
+    @property
+    def seconds(self) -> float:
+        return math.inf if self.config.max_minutes is None else 60.0 * self.config.max_minutes
+
+    @property
+    def planned(self) -> int | float:
+        epochs = math.inf if self.config.epochs is None else self.config.epochs * self.steps_per_epoch
+        return min(epochs, math.inf if self.config.max_steps is None else self.config.max_steps)
+
+    def done(self, state: _State) -> int:
+        return state.epoch * self.steps_per_epoch + state.step
+
+    def spent(self, state: _State) -> bool:
+        """The epochs/steps budget is used up (the cap aside)."""
+        return self.done(state) >= self.planned
+
+
+def _train_epoch(model, optimizer, strategy, train_set, mask_fn, config, state, budget, out, *,
+                 progress: bool, name: str, checkpoint_seconds: float) -> None:
+    """The rest of the current epoch, or until the step budget or the wall-clock cap stops it."""
+    loss_fn = _loss_fn(config.loss)
+    of = "" if config.epochs is None else f"/{config.epochs}"
+    bar = tqdm(_epoch_loader(train_set, config, state), initial=state.step, total=budget.steps_per_epoch,
+               desc=f"{name} epoch {state.epoch + 1}{of}", disable=not progress)
+    model.train()
+    for group in optimizer.param_groups:
+        group["lr"] = config.learning_rate(state.epoch)
+    last_save = time.monotonic()
+    for batch in bar:
+        start = time.monotonic()
+        seed = (config.seed, state.epoch, state.step)
+        loss = _train_step(
+            model, optimizer, strategy, batch.to(config.device), mask_fn, loss_fn, seed,
+            complex_target=config.target == "complex",
+        )
+        state.step += 1
+        state.elapsed += time.monotonic() - start
+        bar.set_postfix(loss=f"{loss.item():.4g}")
+        if time.monotonic() - last_save > checkpoint_seconds:
+            _save(out, model, optimizer, state)
+            last_save = time.monotonic()
+        if state.elapsed >= budget.seconds or budget.spent(state):
+            break
+    bar.close()
 
 
 def _train_step(
@@ -306,26 +386,75 @@ def clean_images(batch: Sample) -> torch.Tensor:
     return MRIOperator(full, maps).adjoint(kspace)
 
 
-def _prepare_run(config: TrainConfig, out: Path, overwrite: bool) -> _State:
+def _prepare_run(config: TrainConfig, out: Path, overwrite: bool) -> tuple[_State, dict[str, Any] | None]:
+    """The position to start from (and the saved payload when resuming); a fresh run's ``config.json``."""
     config_path = out / "config.json"
     wanted = asdict(config)
     if config_path.exists() and not overwrite:
+        try:
+            stored = json.loads(config_path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            raise DataError(f"{config_path}: not a readable training config; {_RESTART}") from None
+        if not isinstance(stored, dict):
+            raise DataError(f"{config_path}: not a training config (a JSON object); {_RESTART}")
         # A run written before a field existed holds that field's default.
-        existing = {**_field_defaults(), **json.loads(config_path.read_text())}
+        existing = {**_field_defaults(), **stored}
         if existing != json.loads(json.dumps(wanted)):
             raise ConfigError(
                 f"{out} holds a training run with a different configuration; use another --out or --overwrite"
             )
         state_path = out / "state.pt"
         if state_path.exists():
-            raw = torch.load(state_path, weights_only=True)
-            return _State(**{k: raw[k] for k in ("epoch", "step", "elapsed", "best_psnr", "history")})
-        return _State()
+            saved = _read_state(state_path, config.device)
+            return _State(**{f.name: saved[f.name] for f in fields(_State) if f.name in saved}), saved
+        return _State(), None
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("state.pt", "history.json"):
         (out / stale).unlink(missing_ok=True)
     _atomic_write_text(config_path, json.dumps(wanted, indent=2))
-    return _State()
+    return _State(), None
+
+
+#: What ``state.pt`` must hold, and the type of each entry.
+_STATE_TYPES = {"model": dict, "optimizer": dict, "epoch": int, "step": int, "elapsed": (int, float),
+                "best_psnr": (int, float), "history": list}
+
+
+def _read_state(path: Path, device: str) -> dict[str, Any]:
+    """``state.pt``, read without unpickling code and checked; a :class:`DataError` naming it otherwise."""
+    try:
+        with warnings.catch_warnings():  # torch's notes on foreign pickle protocols are not the user's concern
+            warnings.simplefilter("ignore")
+            saved = torch.load(path, weights_only=True, map_location=device)
+    except pickle.UnpicklingError:
+        reason = "corrupt, or it holds objects other than tensors; nothing was unpickled"
+        raise DataError(f"{path}: not a readable training state ({reason}); {_RESTART}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError, KeyError, IndexError,
+            UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable training state ({_reason(exc)}); {_RESTART}") from None
+    if not isinstance(saved, dict):
+        raise DataError(f"{path}: not a reconguard training state (a {type(saved).__name__}); {_RESTART}")
+    for key, kind in _STATE_TYPES.items():
+        if not isinstance(saved.get(key), kind) or isinstance(saved.get(key), bool):
+            raise DataError(f"{path}: not a reconguard training state (no valid {key!r}); {_RESTART}")
+    return saved
+
+
+def _restore(path: Path, saved: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Load the weights and optimiser state of ``state.pt``; a :class:`DataError` if they do not fit."""
+    try:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise DataError(f"{path}: its weights do not fit this run's model ({_reason(exc)}); {_RESTART}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    """The most telling line of a torch error, shortened (torch prefixes headers like 'Error(s) in ...:')."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    informative = [line for line in lines if not line.endswith(":")] or lines or [type(exc).__name__]
+    text = informative[0]
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _field_defaults() -> dict[str, Any]:
@@ -369,20 +498,29 @@ def _loss_fn(name: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], 
     return lambda recon, target, max_value: ssim_loss(target, recon, data_range=max_value)
 
 
-def _validate(model, strategy, val_loader, mask_fn, config, state: _State, out: Path, progress: bool) -> None:
+def _validate(model, strategy, val_loader, mask_fn, config, state: _State, out: Path, progress: bool, *,
+              name: str, steps: int) -> None:
     # Smoothing-aware runs validate the smoothed model (one fixed noise seed for every epoch).
     validated = strategy.wrap(model, seed=(config.seed, -1))
     if hasattr(model, "training_loss"):  # a sampler: the same noise every epoch, so that epochs compare
         model.manual_seed(model.config["seed"])
     summary = summarize(evaluate(validated, val_loader, mask_fn=mask_fn, device=config.device, progress=progress))
-    record = {"epoch": state.epoch, "minutes": state.elapsed / 60, **summary}
+    # Epochs count from 1; a partial epoch (the budget or the cap ended it) keeps its own number.
+    number = state.epoch + (1 if state.step else 0)
+    record: dict[str, Any] = {"epoch": number, "steps": steps, "minutes": state.elapsed / 60, **summary}
+    if state.step:
+        record["partial"] = True
+    if state.stopped_by_cap:
+        record["stopped_by_cap"] = True
     state.history.append(record)
     if summary["psnr"] > state.best_psnr:
         state.best_psnr = summary["psnr"]
         registry.save(model, out / "best")
     if progress:
+        of = "" if config.epochs is None else f"/{config.epochs}"
+        part = f" (partial: {state.step} steps)" if state.step else ""
         tqdm.write(
-            f"epoch {state.epoch}: val PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.4f}, "
+            f"{name} epoch {number}{of}{part}: val PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.4f}, "
             f"NMSE {summary['nmse']:.4f} (best PSNR {state.best_psnr:.2f} dB)"
         )
     _atomic_write_text(out / "history.json", json.dumps(state.history, indent=2))
