@@ -255,7 +255,7 @@ def test_hit_measures_the_missing_feature_not_baseline_error():
 
         def forward(self, masked_kspace, mask, *, coil_maps=None):
             exact = ZeroFilled()(masked_kspace, mask)  # full sampling: the target with its feature
-            return exact + 0.2 * torch.ones_like(exact.real)  # a constant offset: bad PSNR, feature intact
+            return torch.polar(exact.abs() + 0.2, exact.angle())  # a constant offset: bad PSNR, feature intact
 
     data = phantom_batch(batch=3, size=32)
     result = FNAF()(Blurry(), data["kspace"], full_mask(32))

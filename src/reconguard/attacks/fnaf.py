@@ -8,20 +8,20 @@ feature's position. Candidates whose measured part barely changes the zero-fille
 rejected (information preservation): missing what the scanner did not record is not the network's
 fault.
 
-Losses use magnitudes divided by a per-slice scale (``max_value``, default the maximum of the fully
-sampled image), so ``gamma`` and ``info_threshold`` are in units of the squared image maximum (the
-paper normalised images by their mean and standard deviation instead).
+**What counts as a hit** (``criterion``; docs/attacks.md has the full story). Both rules score the
+reconstruction inside the feature's region ``T`` (the feature dilated by ``dilation`` pixels):
 
-**What counts as a hit.** The paper calls a feature a hit when the reconstruction error inside the
-dilated feature region exceeds ``gamma``. That raw error also contains the error the model makes
-there *without* any feature: a model with a global RMSE of 4 % of the maximum (PSNR 28 dB) exceeds
-``gamma = 1e-3`` everywhere, feature or not, so the raw rule measures image quality, not false
-negatives. reconguard therefore scores the *missing feature*: ``feature_loss`` is the mean squared
-difference, inside the dilated region, between what the feature added to the reconstruction
-(``|recon_with| - |recon_without|``) and what it added to the truth (the feature itself). A model
-that reconstructs the feature perfectly scores 0 whatever its baseline error. The paper's raw
-region error is still reported (``region_loss``), next to the same error on the clean input
-(``control_region_loss``, the control run without the feature).
+- ``"missing"`` (reconguard's default): ``feature_loss``, the MSE inside ``T`` between what the
+  feature added to the reconstruction (``|recon_with| - |recon_without|``) and the feature itself,
+  on magnitudes divided by ``max_value``: 0 for a model that reconstructs the feature, whatever
+  its baseline error.
+- ``"paper"`` (Cheng et al.): ``paper_loss``, the raw squared error in ``T`` on magnitudes divided
+  by the standard deviation of the zero-filled input (fastMRI's mean/std normalisation; the mean
+  cancels), ``MSE(T(x), T(y))`` with ``T`` a mask, averaged by default over the paper's 320x320
+  pixels (:data:`PAPER_PIXELS`) at every image size, so that ``gamma`` means what it means in the
+  paper for a feature of the same pixel count (``paper_pixels=None`` averages over the image
+  itself, as the paper's code does at its own size). The authors' code dilates by about one pixel
+  (``dilation=1``).
 
 References:
     Cheng, Calivá, Shah, Han, Majumdar, Pedoia, "Addressing the false negative problem of deep
@@ -48,11 +48,15 @@ from reconguard.attacks.features import (
     make_features,
     select_candidates,
 )
-from reconguard.attacks.insertion import Scene, dilate, region_mean
+from reconguard.attacks.insertion import Scene, dilate, input_std, region_energy, region_mean
 from reconguard.errors import ConfigError
 from reconguard.models.base import Reconstructor
 from reconguard.models.zero_filled import zero_filled
 from reconguard.physics.operators import validate_kspace
+
+Criterion = Literal["missing", "paper"]
+CRITERIA = ("missing", "paper")
+PAPER_PIXELS = 320 * 320  # the paper's 320x320 images: its MSE(T(x), T(y)) averages over these
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class _Scores:
 
     loss: torch.Tensor
     feature_loss: torch.Tensor
+    paper_loss: torch.Tensor
     information: torch.Tensor
     region_loss: torch.Tensor
     adv_kspace: torch.Tensor
@@ -82,6 +87,7 @@ class _Run:
     model: Reconstructor
     scene: Scene
     clean: torch.Tensor  # (B, 1, H, W) complex reconstruction of the input without a feature
+    clean_std: torch.Tensor  # (B,) standard deviation of the clean zero-filled magnitude
     evaluations: int = 1
     candidates: int = 0
     rejected: torch.Tensor | int = 0
@@ -96,16 +102,19 @@ class FNAFResult:
         recon: The model's reconstruction of ``adv_kspace``.
         clean_recon: Its reconstruction of the same slice without a feature (the control run).
         target: Fully sampled magnitude image with the feature.
-        feature_mask, loss_mask: The feature's pixels, and them dilated by ``dilation`` pixels.
+        feature_mask, loss_mask: The feature's pixels, and them dilated by ``dilation`` pixels (``T``).
         intensity, position: Absolute feature amplitude; bounding-box corner ``(row, col)``.
-        loss: ``alpha * MSE(image) + beta * feature_loss`` on scale-normalised magnitudes.
-        feature_loss: MSE inside ``loss_mask`` between the feature's effect on the reconstruction
-            and the feature itself (see the module docstring): how much of it went missing.
-        information: MSE inside ``loss_mask`` of the feature's zero-filled image (its measured part).
+        loss: What the search maximised (``alpha`` whole-image MSE + ``beta`` region term, in the
+            ``criterion``'s normalisation; see :class:`FNAF`).
+        feature_loss: The missing-feature MSE inside ``T`` (``/ max_value^2``; module docstring).
+        paper_loss: The paper's score: squared error in ``T`` in units of the input's variance,
+            summed and divided by ``paper_pixels``.
+        information: MSE inside ``T`` of the feature's zero-filled image (its measured part).
         accepted: Passed the information check (False only when every candidate failed).
-        hit: ``accepted`` and ``feature_loss > gamma``: a false negative.
-        region_loss: The paper's raw MSE inside ``loss_mask`` (reconstruction vs target).
-        control_region_loss: The same MSE on the clean input and target (no feature).
+        hit: ``accepted`` and the ``criterion``'s score above ``gamma``: a false negative.
+        region_loss: The raw MSE inside ``T`` (reconstruction vs target, ``/ max_value^2``).
+        control_region_loss, control_paper_loss: ``region_loss`` and ``paper_loss`` of the clean
+            reconstruction vs the clean target in the same ``T`` (what the model misses anyway).
         rejected: Candidates that failed the information check, of ``candidates`` evaluated.
         evaluations, seconds: Model calls (each a batch) and wall-clock time.
 
@@ -124,11 +133,13 @@ class FNAFResult:
     position: torch.Tensor
     loss: torch.Tensor
     feature_loss: torch.Tensor
+    paper_loss: torch.Tensor
     information: torch.Tensor
     accepted: torch.Tensor
     hit: torch.Tensor
     region_loss: torch.Tensor
     control_region_loss: torch.Tensor
+    control_paper_loss: torch.Tensor
     rejected: torch.Tensor
     candidates: int
     evaluations: int
@@ -149,18 +160,21 @@ class FNAF:
             shifted by ``+-step/2`` along each axis (one batch), then the feature moves ``step``
             pixels along the sign of each partial derivative; the best feature seen is kept.
         iterations: Finite-difference iterations (the paper: 2).
-        alpha, beta: Weights of the whole-image and the feature-region MSE.
-        gamma: A feature is a hit when its ``feature_loss`` (the missing part) exceeds this.
+        criterion: The hit score (module docstring) and the search loss: ``"missing"``,
+            ``alpha MSE + beta feature_loss`` on ``magnitude / max_value``; ``"paper"``,
+            ``alpha MSE(x, y) + beta MSE(T(x), T(y))`` on mean/std-normalised magnitudes.
+        alpha, beta: Weights of the whole-image and the feature-region term.
+        paper_pixels: Pixels the paper's score averages over (``None``: the image's own).
+        gamma: A feature is a hit when the criterion's score exceeds this (the paper: 1e-3).
         info_threshold: Candidates whose measured part changes the zero-filled image by less than
-            this (MSE inside the dilated feature) are rejected.
-        dilation: Pixels by which the feature is dilated (square) for the feature-region loss.
-        insertion: ``"magnitude"`` (``x' = |x| + f``, re-acquired; the paper, single-coil),
-            ``"complex"`` (``x' = x + f exp(i angle x)``, through the coil maps), or ``"auto"``
-            (magnitude for single-coil, complex for multi-coil k-space).
-        max_batch: Most inputs (slices x candidates) per model call, to bound memory; larger sets
-            are evaluated in chunks of this size. ``None`` (default): all in one call, which
-            measured fastest on an idle 2-core CPU (``benchmarks/bench_fnaf_batching.py``). The
-            result does not depend on it.
+            this (MSE inside ``T``, ``/ max_value^2``) are rejected (the paper: 1e-4).
+        dilation: Pixels by which the feature is dilated (square) into ``T``.
+        insertion: ``"complex"`` (``x' = x + f exp(i angle x)``: the clean input distribution,
+            as FNAF-robust training) or ``"magnitude"`` (the paper's ``|x| + f``, which also drops
+            the phase of the whole input); see :mod:`reconguard.attacks.insertion`.
+        max_batch: Most inputs (slices x candidates) per model call, to bound memory (chunks;
+            the result does not depend on it). ``None``: one call, fastest on an idle 2-core CPU
+            (``benchmarks/bench_fnaf_batching.py``).
         seed: Seeds the feature draws.
 
     References:
@@ -177,12 +191,14 @@ class FNAF:
         search: Literal["random", "finite_difference"] = "random",
         step: int = 10,
         iterations: int = 2,
+        criterion: Criterion = "missing",
+        paper_pixels: int | None = PAPER_PIXELS,
         alpha: float = 1.0,
         beta: float = 1.0,
         gamma: float = 1e-3,
         info_threshold: float = 1e-4,
         dilation: int = 5,
-        insertion: Literal["auto", "magnitude", "complex"] = "auto",
+        insertion: Literal["complex", "magnitude"] = "complex",
         max_batch: int | None = None,
         seed: int = 0,
     ):
@@ -195,9 +211,10 @@ class FNAF:
             "num_candidates": num_candidates >= 1,
             "search": search in ("random", "finite_difference"),
             "step/iterations": step >= 1 and iterations >= 0,
+            "criterion/paper_pixels": criterion in CRITERIA and (paper_pixels is None or paper_pixels >= 1),
             "alpha/beta": min(alpha, beta) >= 0 and max(alpha, beta) > 0,
             "gamma/info_threshold/dilation": min(gamma, info_threshold, dilation) >= 0,
-            "insertion": insertion in ("auto", "magnitude", "complex"),
+            "insertion": insertion in ("complex", "magnitude"),
             "max_batch": max_batch is None or (isinstance(max_batch, int) and max_batch >= 1),
         }
         for name, ok in checks.items():
@@ -205,8 +222,10 @@ class FNAF:
                 raise ConfigError(f"invalid FNAF {name}; see the FNAF docstring for the allowed values")
         self.size, self.region, self.intensity_range = int(size), region, tuple(intensity_range)
         self.num_candidates, self.search, self.step, self.iterations = num_candidates, search, step, iterations
-        self.alpha, self.beta, self.gamma, self.info_threshold = alpha, beta, gamma, info_threshold
-        self.dilation, self.insertion, self.max_batch, self.seed = dilation, insertion, max_batch, seed
+        self.criterion, self.paper_pixels = criterion, paper_pixels
+        self.alpha, self.beta, self.gamma = alpha, beta, gamma
+        self.info_threshold, self.dilation, self.insertion = info_threshold, dilation, insertion
+        self.max_batch, self.seed = max_batch, seed
 
     def __call__(
         self,
@@ -235,8 +254,9 @@ class FNAF:
         generator = generator if generator is not None else torch.Generator().manual_seed(self.seed)
         with frozen(model), torch.no_grad():
             scene = Scene.build(kspace, mask, coil_maps, max_value, self.insertion)
-            clean = model(scene.kspace * scene.mask, scene.mask, coil_maps=scene.coil_maps)
-            run = _Run(model, scene, clean)
+            measured = scene.kspace * scene.mask
+            clean = model(measured, scene.mask, coil_maps=scene.coil_maps)
+            run = _Run(model, scene, clean, input_std(measured, scene.coil_maps))
             features = make_features(
                 kspace.shape[0], tuple(kspace.shape[-2:]), num=self.num_candidates, size=self.size,
                 region=self.region, intensity_range=self.intensity_range, generator=generator,
@@ -252,13 +272,17 @@ class FNAF:
         scene, (batch, num) = run.scene, features.intensity.shape
         kspace, feature_kspace, target, masks = scene.insert(features)
         measured, maps, scale = (scene.repeat(t, num) for t in (scene.mask, scene.coil_maps, scene.scale))
-        recon = self._reconstruct(run.model, kspace * measured, measured, maps)
+        adv = kspace * measured
+        recon = self._reconstruct(run.model, adv, measured, maps)
         clean, base = scene.repeat(run.clean.abs(), num), scene.repeat(scene.magnitude, num)
-        loss, feature_loss, region_loss, region = self._losses(recon, target, masks, scale, clean, base)
+        region = dilate(masks, self.dilation)
+        loss, feature_loss, paper_loss, region_loss = self._losses(
+            recon.abs() - target, region, scale, input_std(adv, maps), base - clean
+        )
         # By linearity, zero-filled(with) - zero-filled(without) is the feature's own zero-filled image.
         information = region_mean(zero_filled(feature_kspace * measured, maps), region) / scale.square()
         per_slice = lambda t: t.reshape(batch, num, *t.shape[1:])  # noqa: E731
-        scores = _Scores(*map(per_slice, (loss, feature_loss, information, region_loss, kspace * measured,
+        scores = _Scores(*map(per_slice, (loss, feature_loss, paper_loss, information, region_loss, adv,
                                           recon, target, masks, region)))
         run.evaluations += 1
         run.candidates += num
@@ -274,18 +298,26 @@ class FNAF:
         parts = [model(kspace[i:i + size], chunk(mask, i), coil_maps=chunk(maps, i)) for i in range(0, total, size)]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-    def _losses(self, recon, target, masks, scale, clean, base) -> tuple[torch.Tensor, ...]:
-        """Combined loss, missing-feature MSE, raw region MSE (on ``magnitude / scale``), region.
+    def _losses(self, error, region, scale, std, offset) -> tuple[torch.Tensor, ...]:
+        """Search loss, missing-feature MSE, paper score and raw region MSE of magnitude errors.
 
-        ``clean`` is the reconstruction without the feature and ``base`` the target without it,
-        so ``target - base`` is the feature and ``|recon| - clean`` what the model made of it.
+        ``error`` is ``|recon| - target`` and ``offset`` is ``base - |clean recon|`` (target and
+        reconstruction without the feature), so ``error + offset`` is what the model made of the
+        feature minus the feature.
         """
-        region = dilate(masks, self.dilation)
-        norm = scale.reshape(-1, 1, 1, 1)
-        error = (recon.abs() - target) / norm
-        feature_loss = region_mean((recon.abs() - clean - (target - base)) / norm, region)
-        loss = self.alpha * error.square().flatten(1).mean(dim=1) + self.beta * feature_loss
-        return loss, feature_loss, region_mean(error, region), region
+        col = lambda t: t.reshape(-1, 1, 1, 1)  # noqa: E731
+        by_max, by_std = error / col(scale), error / col(std)
+        feature_loss = region_mean((error + offset) / col(scale), region)
+        paper_energy = region_energy(by_std, region)
+        if self.criterion == "missing":
+            whole, term = by_max.square().flatten(1).mean(dim=1), feature_loss
+        else:
+            whole, term = by_std.square().flatten(1).mean(dim=1), paper_energy / error[0].numel()
+        loss = self.alpha * whole + self.beta * term
+        return loss, feature_loss, paper_energy / self._pixels(error), region_mean(by_max, region)
+
+    def _pixels(self, image: torch.Tensor) -> int:
+        return image[0].numel() if self.paper_pixels is None else self.paper_pixels
 
     def _best(self, features: Features, scores: _Scores) -> tuple[Features, _Scores]:
         """Per slice, the highest-loss accepted candidate (the highest-loss one if none is)."""
@@ -313,19 +345,22 @@ class FNAF:
         return best, scores
 
     def _result(self, run: _Run, best: Features, scores: _Scores, start: float) -> FNAFResult:
-        """The chosen candidates (``(B, 1, ...)``); the control is the clean reconstruction in the same region."""
+        """The chosen candidates (``(B, 1, ...)``); the controls are the clean reconstruction in the same ``T``."""
         adv, recon, target, masks, region = (t[:, 0] for t in (scores.adv_kspace, scores.recon, scores.target,
                                                                scores.feature_mask, scores.loss_mask))
         accepted = scores.information[:, 0] >= self.info_threshold
-        scale = run.scene.scale.reshape(-1, 1, 1, 1)
-        control = region_mean((run.clean.abs() - run.scene.magnitude) / scale, region)
+        error = run.clean.abs() - run.scene.magnitude
+        control = region_mean(error / run.scene.scale.reshape(-1, 1, 1, 1), region)
+        control_paper = region_energy(error / run.clean_std.reshape(-1, 1, 1, 1), region) / self._pixels(error)
+        score = scores.feature_loss if self.criterion == "missing" else scores.paper_loss
         return FNAFResult(
             adv_kspace=adv, recon=recon, clean_recon=run.clean, target=target, feature_mask=masks, loss_mask=region,
             intensity=best.intensity[:, 0] * run.scene.scale, position=best.position[:, 0],
-            loss=scores.loss[:, 0], feature_loss=scores.feature_loss[:, 0], information=scores.information[:, 0],
-            accepted=accepted, hit=accepted & (scores.feature_loss[:, 0] > self.gamma),
-            region_loss=scores.region_loss[:, 0], control_region_loss=control, rejected=run.rejected,
-            candidates=run.candidates, evaluations=run.evaluations, seconds=time.perf_counter() - start,
+            loss=scores.loss[:, 0], feature_loss=scores.feature_loss[:, 0], paper_loss=scores.paper_loss[:, 0],
+            information=scores.information[:, 0], accepted=accepted, hit=accepted & (score[:, 0] > self.gamma),
+            region_loss=scores.region_loss[:, 0], control_region_loss=control, control_paper_loss=control_paper,
+            rejected=run.rejected, candidates=run.candidates, evaluations=run.evaluations,
+            seconds=time.perf_counter() - start,
         )
 
 
@@ -337,9 +372,9 @@ class HitRate:
         rate: Fraction of evaluated slices with a hit (``nan`` when none was evaluated).
         hits, slices: Slices with a hit; slices evaluated (some candidate passed the information check).
         excluded: Slices skipped because every candidate failed the information check.
-        mean_feature_loss: Mean missing-feature MSE of the worst features on evaluated slices.
-        mean_region_loss: Mean raw region MSE (the paper's feature loss) with the feature.
-        mean_control_region_loss: The same region MSE on the clean inputs (what the model misses anyway).
+        mean_feature_loss, mean_paper_loss: Means of the two hit scores of the worst features.
+        mean_region_loss: Mean raw region MSE (``/ max_value^2``) with the feature.
+        mean_control_region_loss, mean_control_paper_loss: The raw scores on the clean inputs.
     """
 
     rate: float
@@ -347,14 +382,16 @@ class HitRate:
     slices: int
     excluded: int
     mean_feature_loss: float
+    mean_paper_loss: float
     mean_region_loss: float
     mean_control_region_loss: float
+    mean_control_paper_loss: float
 
 
 class HitCounter:
     """Streams FNAF results into a :class:`HitRate` without keeping their images."""
 
-    _MEANS = ("feature_loss", "region_loss", "control_region_loss")
+    _MEANS = ("feature_loss", "paper_loss", "region_loss", "control_region_loss", "control_paper_loss")
 
     def __init__(self) -> None:
         self.hits = self.slices = self.excluded = 0
@@ -371,12 +408,9 @@ class HitCounter:
 
     def summary(self) -> HitRate:
         """The hit rate and mean losses so far (``nan`` before any evaluated slice)."""
-        mean = {k: v / self.slices if self.slices else math.nan for k, v in self.sums.items()}
-        return HitRate(
-            rate=self.hits / self.slices if self.slices else math.nan, hits=self.hits, slices=self.slices,
-            excluded=self.excluded, mean_feature_loss=mean["feature_loss"], mean_region_loss=mean["region_loss"],
-            mean_control_region_loss=mean["control_region_loss"],
-        )
+        mean = {f"mean_{k}": v / self.slices if self.slices else math.nan for k, v in self.sums.items()}
+        rate = self.hits / self.slices if self.slices else math.nan
+        return HitRate(rate=rate, hits=self.hits, slices=self.slices, excluded=self.excluded, **mean)
 
 
 def summarize_hits(results: Iterable[FNAFResult]) -> HitRate:

@@ -1,10 +1,11 @@
 """Insert small features into fully sampled data and re-simulate the acquisition (FNAF).
 
 Shared by the FNAF attack (:mod:`reconguard.attacks.fnaf`) and FNAF-robust training
-(:mod:`reconguard.defenses.training`). Single-coil data default to the paper's magnitude model
-(``x' = |x| + f``, re-acquired with zero phase); multi-coil data to complex insertion through the
-coil maps (``x' = x + f exp(i angle x)``), which leaves the measured data and its noise untouched
-elsewhere.
+(:mod:`reconguard.defenses.training`), which both default to complex insertion
+(``x' = x + f exp(i angle x)``, through the coil maps): the feature takes the local phase of the
+image and the measured data and their noise stay untouched elsewhere, so a model sees the input
+distribution of its clean data. ``insertion="magnitude"`` is the paper's single-coil model
+(``x' = |x| + f``, re-acquired with zero phase), which also drops the phase of the whole input.
 
 References:
     Cheng, Calivá, Shah, Han, Majumdar, Pedoia, "Addressing the false negative problem of deep
@@ -47,7 +48,7 @@ class Scene:
             raise DataError(f"coil_maps shape {tuple(coil_maps.shape)} differs from k-space {tuple(kspace.shape)}")
         image = zero_filled(kspace, coil_maps)
         magnitude = image.abs()
-        if insertion == "magnitude" or (insertion == "auto" and coils == 1):
+        if insertion == "magnitude":
             # The paper's single-coil model: the magnitude image, re-acquired with zero phase.
             image = magnitude.to(kspace.dtype)
             kspace = fft2c(image if coil_maps is None else image * coil_maps)
@@ -108,7 +109,7 @@ def insert_features(
     *,
     coil_maps: torch.Tensor | None = None,
     max_value: torch.Tensor | None = None,
-    insertion: Literal["auto", "magnitude", "complex"] = "auto",
+    insertion: Literal["complex", "magnitude"] = "complex",
     dilation: int = 5,
 ) -> Insertion:
     """Insert given features exactly as :class:`FNAF` does (see its ``insertion`` and ``dilation``).
@@ -121,7 +122,7 @@ def insert_features(
         Cheng et al., MIDL 2020 (PMLR 121:121-135).
     """
     validate_kspace(kspace, mask, name="feature insertion input")
-    if insertion not in ("auto", "magnitude", "complex") or dilation < 0:
+    if insertion not in ("complex", "magnitude") or dilation < 0:
         raise ConfigError(f"invalid insertion {insertion!r} or dilation {dilation}; see FNAF's docstring")
     scene = Scene.build(kspace, mask, coil_maps, max_value, insertion)
     full, _, target, masks = scene.insert(features.to(kspace.device))
@@ -139,3 +140,18 @@ def region_mean(values: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
     """Per-slice mean of ``|values|^2`` over a boolean region ``(N, 1, H, W)``."""
     weight = region.to(values.real.dtype).flatten(1)
     return (values.abs().square().flatten(1) * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1.0)
+
+
+def region_energy(values: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Per-slice sum of ``|values|^2`` over a boolean region ``(N, 1, H, W)``."""
+    return (values.abs().square() * region.to(values.real.dtype)).flatten(1).sum(dim=1)
+
+
+def input_std(masked_kspace: torch.Tensor, coil_maps: torch.Tensor | None) -> torch.Tensor:
+    """Standard deviation of each zero-filled magnitude image (fastMRI's ``normalize_instance``).
+
+    Shapes:
+        masked_kspace ``(N, C, H, W)`` -> ``(N,)``
+    """
+    std = zero_filled(masked_kspace, coil_maps).abs().flatten(1).std(dim=1)
+    return std.clamp_min(torch.finfo(std.dtype).tiny)

@@ -31,9 +31,10 @@ robust training (--robust, options with --robust-set KEY=VALUE; unknown keys are
   fnaf    FNAF-robust training, Cheng et al. MIDL 2020 / Calivá et al. arXiv:2011.00070: the worst
           of candidates=5 random features (size=10 pixels, region=0.375 of the side, intensity_range=[0, 1] of
           the slice maximum, info_threshold=0.0001, insertion=complex) is inserted into each
-          slice; loss alpha=1 x L(recon, target with feature) + beta=100 x L inside the feature
-          dilated by dilation=5 pixels (L = --loss, l1 or mse; mse is the papers' objective).
-          Usually with --init (a trained model), as in the papers.
+          slice; loss alpha=1 x L(recon, target with feature) + beta=100 x L(T recon, T target),
+          T the feature dilated by dilation=1 pixels, both terms averaged over the whole image (the
+          paper's weighting), mixed with the clean slices at weight mix=0.5 (L = --loss, l1 or
+          mse; mse is the papers' objective). Usually with --init (a trained model), as in the papers.
   smooth  train through randomized smoothing (reconguard.defenses.smoothing.RandomizedSmoothing;
           Cohen et al. arXiv:1902.02918, SMUG arXiv:2303.12735): options are its hyper-parameters
           (sigma=0.01, samples=10, mode=denoiser|input, ...); validation scores the smoothed

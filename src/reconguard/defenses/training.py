@@ -10,7 +10,8 @@
   weight update to grow the perturbation (Shafahi et al.).
 - ``"fnaf"`` (:class:`FNAFTraining`): the worst of ``candidates`` random small features
   (FNAF random search on the current model, information check on) is inserted into each slice and
-  the step trains on ``alpha * L(recon, target + feature) + beta * L`` inside the dilated feature.
+  the step trains on the paper's ``alpha L(x, y) + beta L(T x, T y)`` (``T`` the feature's mask,
+  both terms averaged over the image), mixed with the clean slices.
 - ``"smooth"`` (:class:`SmoothingTraining`): the step trains the model *through*
   :class:`~reconguard.defenses.smoothing.RandomizedSmoothing`, i.e. the smoothed reconstruction.
 
@@ -36,7 +37,7 @@ import torch
 
 from reconguard.attacks.features import PAPER_REGION, Region
 from reconguard.attacks.fnaf import FNAF
-from reconguard.attacks.losses import AttackLoss, reconstruction_error
+from reconguard.attacks.losses import AttackLoss
 from reconguard.attacks.noise import scaled_noise
 from reconguard.attacks.pgd import PGD
 from reconguard.attacks.threat import ThreatModel
@@ -219,24 +220,29 @@ class AdversarialTraining(CleanTraining):
 
 @dataclass(frozen=True, kw_only=True)
 class FNAFTraining(CleanTraining):
-    """FNAF-robust training (``robust="fnaf"``): train on the worst small feature found now.
+    """FNAF-robust training (``robust="fnaf"``): small features the model misses, mixed with clean slices.
 
-    Each step runs :class:`~reconguard.attacks.FNAF` random search on the current model (eval
-    mode, no gradients) and trains on the re-acquired slice with its feature; slices where every
-    candidate fails the information check keep their clean input and no feature term. The
-    objective is ``alpha * L(recon, target + feature) + beta * L_region``, ``L`` the run's loss
-    (``l1`` or ``mse``; the papers' objective is ``loss="mse"``) and ``L_region`` the same error
-    averaged inside the feature dilated by ``dilation`` pixels. Start from a trained model with
-    ``TrainConfig.init`` as the papers did.
+    Each step runs :class:`~reconguard.attacks.FNAF` random search (the paper's loss) on the
+    current model (eval mode, no gradients), inserts the worst feature into each slice (slices
+    whose candidates all fail the information check stay clean, with no feature term) and, with
+    ``mix > 0``, appends the clean slices (the authors' code takes one clean and one feature step
+    per batch; here both halves share one step). The objective is the paper's
+
+        ``(1 - mix) [alpha L(x, y) + beta L(T x, T y)] + mix L(x_clean, y_clean)``
+
+    with ``L`` the run's loss (``l1`` or ``mse``, the papers' objective) *averaged over the whole
+    image* and ``T`` the mask of the feature dilated by ``dilation`` pixels: ``beta`` is the weight
+    of a feature pixel relative to any other pixel, the same at every image size. Start from a
+    trained model with ``TrainConfig.init``, as the papers did.
 
     Attributes:
         candidates: Random features per slice, the worst kept (the FNAF attack uses 11).
-        size, region, intensity_range, info_threshold, dilation: As in :class:`FNAF`.
-        alpha, beta: Weights of the whole-image and the feature-region term (also rank the
-            candidates); defaults 1 and 100.
-        insertion: ``"complex"`` (default: the feature takes the image's phase, the measured data
-            stay untouched elsewhere) or ``"magnitude"`` (the paper's single-coil model: the
-            magnitude image re-acquired, which also drops the phase of the whole input).
+        size, region, intensity_range, info_threshold, insertion: As in :class:`FNAF`
+            (``insertion`` defaults to ``"complex"`` in both, so the attack measures robustness
+            on the input distribution trained on).
+        dilation: Pixels by which ``T`` grows around the feature (the authors' code: about 1).
+        alpha, beta: Weights of the image and the feature term (the paper: 1 and 100).
+        mix: Weight of the clean slices (0: features only; 0.5: equal, as the authors).
 
     References:
         Cheng et al., MIDL 2020 (PMLR 121:121-135); Calivá et al., arXiv:2011.00070.
@@ -248,13 +254,15 @@ class FNAFTraining(CleanTraining):
     region: Region = PAPER_REGION
     intensity_range: tuple[float, float] = (0.0, 1.0)
     info_threshold: float = 1e-4
-    dilation: int = 5
+    dilation: int = 1
     alpha: float = 1.0
     beta: float = 100.0
+    mix: float = 0.5
     insertion: str = "complex"
 
     def __post_init__(self) -> None:
         _require(self.loss in ("l1", "mse"), f"FNAF-robust training needs loss 'l1' or 'mse', got {self.loss!r}")
+        _require(_number(self.mix) and 0 <= self.mix < 1, f"mix must be in [0, 1), got {self.mix!r}")
         _require(
             isinstance(self.intensity_range, (list, tuple)) and len(self.intensity_range) == 2,
             f"intensity_range must be [low, high], got {self.intensity_range!r}",
@@ -263,10 +271,10 @@ class FNAFTraining(CleanTraining):
         self.attack(seed=0)  # validates every option
 
     def attack(self, *, seed: int) -> FNAF:
-        """The feature search (random, worst of ``candidates``)."""
+        """The feature search: random, worst of ``candidates`` under the paper's loss."""
         return FNAF(
             size=self.size, region=self.region, intensity_range=self.intensity_range,
-            num_candidates=self.candidates, alpha=self.alpha, beta=self.beta,
+            num_candidates=self.candidates, criterion="paper", alpha=self.alpha, beta=self.beta,
             info_threshold=self.info_threshold, dilation=self.dilation, insertion=self.insertion, seed=seed,
         )
 
@@ -274,11 +282,31 @@ class FNAFTraining(CleanTraining):
         found = self.attack(seed=derive_seed(*seed))(
             model, sample.kspace, mask, coil_maps=sample.coil_maps, max_value=sample.max_value
         )
-        return feature_batch(sample, masked_kspace, mask, found, accepted=found.accepted)
+        batch = feature_batch(sample, masked_kspace, mask, found, accepted=found.accepted)
+        return _with_clean_slices(batch, sample, masked_kspace) if self.mix > 0 else batch
 
     def objective(self, recon, batch, loss_fn) -> torch.Tensor:
-        region = reconstruction_error(recon, batch.target, kind=self.loss, region=batch.region)
-        return self.alpha * loss_fn(recon, batch.target, batch.max_value) + self.beta * region.mean()
+        featured = recon.shape[0] // 2 if self.mix > 0 else recon.shape[0]  # featured slices first
+        part = lambda t: t[:featured]  # noqa: E731
+        error = (part(recon) - part(batch.target)).abs()
+        error = error.square() if self.loss == "mse" else error
+        feature_term = (error * part(batch.region)).mean()  # T is a mask: averaged over every pixel
+        robust = self.alpha * loss_fn(part(recon), part(batch.target), part(batch.max_value)) + self.beta * feature_term
+        if self.mix == 0:
+            return robust
+        clean = loss_fn(recon[featured:], batch.target[featured:], batch.max_value[featured:])
+        return (1 - self.mix) * robust + self.mix * clean
+
+
+def _with_clean_slices(batch: TrainBatch, sample: Sample, masked_kspace: torch.Tensor) -> TrainBatch:
+    """The featured slices followed by the clean ones (no feature term: an empty region)."""
+    mask = batch.mask.expand(masked_kspace.shape[0], *batch.mask.shape[1:])
+    pair = lambda a, b: None if a is None else torch.cat([a, b])  # noqa: E731
+    return TrainBatch(
+        pair(batch.masked_kspace, masked_kspace), pair(mask, mask), pair(batch.target, sample.target),
+        pair(batch.max_value, sample.max_value), pair(batch.coil_maps, sample.coil_maps),
+        region=pair(batch.region, torch.zeros_like(batch.region)),
+    )
 
 
 def feature_batch(
