@@ -118,3 +118,13 @@ def test_cs_tv_beats_zero_filled_on_phantom(coils):
     with torch.no_grad():
         recon = CSTV()(masked, mask, coil_maps=maps)
     assert _psnr(recon, target) > baseline + 6.0
+
+
+def test_modl_keeps_a_fixed_data_consistency_weight_out_of_its_parameters():
+    from reconguard.models import build
+
+    fixed = build("modl", num_unrolls=1, chans=4, lam=0.18, learn_lam=False)
+    learned = build("modl", num_unrolls=1, chans=4, lam=0.18)
+    assert float(fixed.lam) == pytest.approx(0.18) and float(learned.lam) == pytest.approx(0.18)
+    assert "raw_lam" not in dict(fixed.named_parameters()) and "raw_lam" in dict(learned.named_parameters())
+    assert "raw_lam" in fixed.state_dict()  # saved and loaded like the learned one

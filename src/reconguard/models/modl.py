@@ -133,6 +133,7 @@ class MoDL(ReconstructorModule):
         chans: Hidden channels of the denoiser.
         num_layers: Convolution layers of the denoiser (>= 2).
         lam: Initial data-consistency weight (> 0).
+        learn_lam: Train ``lam`` (Aggarwal et al.) or keep it fixed.
 
     Shapes:
         masked_kspace: ``(B, C, H, W)`` complex64 -> output ``(B, 1, H, W)`` complex64
@@ -153,18 +154,25 @@ class MoDL(ReconstructorModule):
         chans: int = 64,
         num_layers: int = 5,
         lam: float = 0.05,
+        learn_lam: bool = True,
     ):
         require(num_unrolls >= 1, f"modl num_unrolls must be >= 1, got {num_unrolls}")
         require(cg_iterations >= 1, f"modl cg_iterations must be >= 1, got {cg_iterations}")
         require(chans >= 1, f"modl chans must be >= 1, got {chans}")
         require(num_layers >= 2, f"modl num_layers must be >= 2, got {num_layers}")
         require(math.isfinite(lam) and lam > 0, f"modl lam must be a positive number, got {lam}")
+        require(isinstance(learn_lam, bool), f"modl learn_lam must be true or false, got {learn_lam!r}")
         super().__init__(
-            num_unrolls=num_unrolls, cg_iterations=cg_iterations, chans=chans, num_layers=num_layers, lam=lam
+            num_unrolls=num_unrolls, cg_iterations=cg_iterations, chans=chans, num_layers=num_layers, lam=lam,
+            learn_lam=learn_lam,
         )
         self.denoiser = ResidualDenoiser(chans=chans, num_layers=num_layers)
         # softplus^{-1}(lam) = log(exp(lam) - 1), so softplus(raw_lam) starts at lam.
-        self.raw_lam = nn.Parameter(torch.tensor([math.log(math.expm1(lam))]))
+        raw = torch.tensor([math.log(math.expm1(lam))])
+        if learn_lam:
+            self.raw_lam = nn.Parameter(raw)
+        else:
+            self.register_buffer("raw_lam", raw)
 
     @property
     def lam(self) -> torch.Tensor:
