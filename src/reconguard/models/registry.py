@@ -121,12 +121,14 @@ def _atomic_write(writers: dict[Path, Callable[[str], None]]) -> None:
             Path(tmp).unlink(missing_ok=True)
 
 
-def save(model: ReconstructorModule, path: str | os.PathLike) -> Path:
+def save(model: ReconstructorModule, path: str | os.PathLike, *, half: bool = False) -> Path:
     """Write ``<path>.safetensors`` and ``<path>.json`` atomically.
 
     Args:
         model: A registered reconstructor.
         path: Destination, with or without a ``.safetensors``/``.json`` suffix.
+        half: Store floating-point tensors as float16 (half the size; :func:`load` casts them
+            back to the model's dtype).
 
     Returns:
         The path of the JSON config (pass it, or the path given here, to :func:`load`).
@@ -140,6 +142,8 @@ def save(model: ReconstructorModule, path: str | os.PathLike) -> Path:
     weights_file, config_file = _files(path)
     weights_file.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     meta = {"name": model.name, "config": model.config, "reconguard_version": __version__}
     text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
     _atomic_write(

@@ -17,10 +17,26 @@ Regenerate everything (hours on a 2-core CPU; runs resume where they stopped)::
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+import h5py
+import numpy as np
+from torch.utils.data import DataLoader
+
+from reconguard.data import SliceDataset
+from reconguard.data.sample import Sample
+from reconguard.models import registry
+from reconguard.models.pretrained import MANIFEST, WEIGHTS, manifest, sha256
+from reconguard.physics.masks import build_mask
+from reconguard.training.evaluation import evaluate, summarize
 from reconguard.training.trainer import TrainConfig, train
+
+HALF_TOLERANCE_DB = 0.05  # largest test-PSNR change float16 storage may cause
+BASELINES = ("zero_filled", "cs_tv")  # every shipped model must beat these on the test split
 
 # The built-in data build the recipes train on (``reconguard data build`` defaults).
 DATA_BUILD: dict[str, Any] = {"source": "mni152", "size": 128, "coils": 1, "noise": 0.01, "seed": 0}
@@ -109,15 +125,91 @@ def train_reference(names: list[str], *, data: str, runs: str, progress: bool = 
         train(train_config(name, data=data, runs=runs), progress=progress)
 
 
+def export_reference(names: list[str], *, data: str, runs: str, out: Path = WEIGHTS,
+                     progress: bool = True) -> dict[str, Any]:
+    """Store the best weights of the named runs in ``out`` and write ``out/manifest.json``.
+
+    Each model is stored in float16 unless that moves its test PSNR by more than
+    :data:`HALF_TOLERANCE_DB` (then float32). The manifest records, per model, the recipe, the
+    best validation epoch and metrics, the test metrics (of the stored weights and of the float32
+    ones), the training time and epochs, and the SHA-256 of its files; the test metrics of
+    zero-filling and CS-TV; and the fingerprint of the data build. Models of the existing
+    manifest that are not named are kept.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    existing = manifest(out)
+    entries = dict(existing.get("models", {}))
+    for name in names:
+        entries[name] = _export_one(name, data=data, runs=runs, out=out, progress=progress)
+    accelerations = sorted({entry["recipe"]["acceleration"] for entry in entries.values()})
+    baselines = {f"{a:g}x": {m: _test_metrics(registry.load(m), data, a, progress) for m in BASELINES}
+                 for a in accelerations}
+    payload = {"data_build": DATA_BUILD, "data_fingerprint": data_fingerprint(Path(data)),
+               "baselines": {k: {m: _rounded(v) for m, v in b.items()} for k, b in baselines.items()},
+               "models": entries}
+    tmp = out / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    tmp.replace(out / MANIFEST)
+    return payload
+
+
+def _export_one(name: str, *, data: str, runs: str, out: Path, progress: bool) -> dict[str, Any]:
+    recipe = RECIPES[name]
+    model = registry.load(f"{runs}/{name}/best")
+    full = _test_metrics(model, data, recipe.acceleration, progress)
+    registry.save(model, out / name, half=True)
+    stored = _test_metrics(registry.load(out / name), data, recipe.acceleration, progress)
+    dtype = "float16"
+    if abs(stored["psnr"] - full["psnr"]) > HALF_TOLERANCE_DB:
+        registry.save(model, out / name)
+        stored, dtype = full, "float32"
+    history = json.loads((Path(runs) / name / "history.json").read_text())
+    best = max(history, key=lambda h: h["psnr"])
+    files = [f"{name}.safetensors", f"{name}.json"]
+    return {
+        "recipe": asdict(recipe), "dtype": dtype, "epochs": history[-1]["epoch"], "best_epoch": best["epoch"],
+        "train_minutes": round(history[-1]["minutes"], 1), "val": _rounded(best), "test": _rounded(stored),
+        "test_float32": _rounded(full), "sha256": {f: sha256(out / f) for f in files},
+    }
+
+
+def _test_metrics(model, data: str, acceleration: float, progress: bool) -> dict[str, float]:
+    loader = DataLoader(SliceDataset(Path(data) / "test"), batch_size=8, collate_fn=Sample.collate)
+    mask_fn = build_mask("random", acceleration=acceleration)
+    return summarize(evaluate(model, loader, mask_fn=mask_fn, progress=progress))
+
+
+def _rounded(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: round(float(metrics[k]), 4) for k in ("psnr", "ssim", "nmse") if k in metrics}
+
+
+def data_fingerprint(data: Path) -> str:
+    """SHA-256 over the k-space and targets of every file of a data set (order-independent of
+    file-system listing), so a build made elsewhere can be compared with the one models were
+    trained on."""
+    digest = hashlib.sha256()
+    for path in sorted(data.glob("*/*.h5")):
+        digest.update(str(path.relative_to(data)).encode())
+        with h5py.File(path, "r") as handle:
+            for key in sorted(k for k in handle.keys() if k in ("kspace", "reconstruction_esc", "reconstruction_rss")):
+                digest.update(np.ascontiguousarray(handle[key][()]).tobytes())
+    return digest.hexdigest()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m reconguard.training.reference``: train the reference models."""
+    """``python -m reconguard.training.reference``: train (and with ``--export``, ship) the
+    reference models."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="data/builtin")
     parser.add_argument("--runs", default="runs/reference")
     parser.add_argument("names", nargs="*", default=list(RECIPES), help="recipes (default: all, in order)")
+    parser.add_argument("--export", action="store_true",
+                        help=f"after training, store the best weights in {WEIGHTS} with their manifest")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     train_reference(args.names, data=args.data, runs=args.runs, progress=not args.quiet)
+    if args.export:
+        export_reference(args.names, data=args.data, runs=args.runs, progress=not args.quiet)
     return 0
 
 
