@@ -17,7 +17,7 @@ from reconguard import __version__
 from reconguard.cli.options import OneLineParser
 from reconguard.errors import ReconguardError
 
-SUBCOMMANDS = ("data", "train", "evaluate", "attack", "transfer", "defend", "audit", "report", "demo")
+SUBCOMMANDS = ("data", "train", "evaluate", "attack", "transfer", "defend", "audit", "report", "demo", "reproduce")
 
 
 def build_parser() -> argparse.ArgumentParser:

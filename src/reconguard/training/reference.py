@@ -69,6 +69,10 @@ RECIPES: dict[str, Recipe] = {
         model="unet", model_config={"in_chans": 2, "chans": 16, "num_pool_layers": 4},
         epochs=150, target="complex",
     ),
+    # Candidate: the same U-Net trained on magnitudes (fastMRI's loss); the better one ships.
+    "unet-magnitude": Recipe(
+        model="unet", model_config={"in_chans": 2, "chans": 16, "num_pool_layers": 4}, epochs=150,
+    ),
     # MoDL as published (Aggarwal et al.): 10 unrolls of one shared 5-layer CNN and CG data
     # consistency, at half the published width (32 channels) for the CPU. The data-consistency
     # weight is fixed at the value of Saberi et al.'s trained MoDL (0.1813 in the CycMit-MRI
