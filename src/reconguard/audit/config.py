@@ -9,7 +9,8 @@ Example (every key shown; only ``output``, ``data`` and ``models`` are required)
       unet: {checkpoint: runs/unet/best}              # a reconguard checkpoint
       knee: {fastmri: unet.pt, kind: unet, config: {chans: 32}}   # a fastMRI state_dict
       cs: {name: cs_tv}                               # a registered model with default settings
-      small: {train: {model: modl, max_minutes: 2}}   # trained by the audit (cached in output/models)
+      small: {train: {model: modl, epochs: 5}}        # trained by the audit (cached in output/models);
+                                      # budget: epochs and/or steps; max_minutes only as a cap
     defenses:                          # "none" (the undefended model) is always evaluated
       cyclic: {defense: cyclic, settings: {steps: 30}, calibrate: val, models: [unet], attacks: [pgd-kspace]}
     attacks:
@@ -24,19 +25,22 @@ Example (every key shown; only ``output``, ``data`` and ``models`` are required)
     panels: true                       # store images for the report's panels
 
 Errors name the line of the file: ``config.yaml:12: models.unet: unknown key 'chekpoint'``.
+Everything is checked before any work: keys, types and ranges of every field and option, and the
+whole matrix is built once, cheaply (models constructed without weights on the ``meta`` device,
+every defense wrapped around every model it protects, every attack at every budget), so that an
+impossible pairing fails here rather than after data was built or models trained.
 """
 
 from __future__ import annotations
 
 import inspect
-import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from reconguard.audit.yamlcheck import Checker, Lines
 from reconguard.errors import ConfigError
 
 _TOP = {"output", "data", "sampling", "models", "defenses", "attacks", "transfer", "seeds", "batch_size", "device",
@@ -45,10 +49,16 @@ _DATA = {"builtin", "size", "path", "split", "max_slices"}
 _SAMPLING = {"mask", "accelerations", "center_fraction"}
 _MODEL_SOURCES = ("checkpoint", "fastmri", "name", "train")
 _MODEL = {*_MODEL_SOURCES, "kind", "config"}
-_TRAIN = {"model", "set", "epochs", "max_minutes", "robust", "robust_set", "init", "lr", "loss", "batch_size"}
+_TRAIN = {"model", "set", "epochs", "steps", "max_minutes", "robust", "robust_set", "init", "lr", "loss",
+          "batch_size"}
 _DEFENSE = {"defense", "settings", "calibrate", "models", "attacks"}
-_ATTACK_OPTIONS = {"norm", "relative", "amplitude", "steps", "step_size", "restarts", "loss", "unsupervised",
-                   "eot_samples", "candidates", "feature_size", "gamma"}
+#: Every attack option with its type: ``(int, low)``, ``(float, low, strict)``, ``bool`` or ``str``.
+ATTACK_OPTION_TYPES: dict[str, Any] = {
+    "norm": str, "relative": bool, "amplitude": (float, 0.0, True), "steps": (int, 1), "step_size": (float, 0.0, True),
+    "restarts": (int, 1), "loss": str, "unsupervised": bool, "eot_samples": (int, 1), "candidates": (int, 1),
+    "feature_size": (int, 1), "gamma": (float, 0.0, True),
+}  # fmt: skip
+_ATTACK_OPTIONS = set(ATTACK_OPTION_TYPES)
 _ATTACK = {"attack", "eps", "models", *_ATTACK_OPTIONS}
 _TRANSFER = {"source", "targets", "attacks"}
 BUILTIN = ("mni152", "colin27", "phantom")
@@ -78,32 +88,6 @@ class AuditConfig:
                 "batch_size": self.batch_size, "device": self.device, "panels": self.panels}
 
 
-class _Lines:
-    """Line numbers of the keys of a YAML document, by key path, for error messages."""
-
-    def __init__(self, node: yaml.Node | None, source: str):
-        self.source, self.lines = source, {}
-        if node is not None:
-            self._walk(node, ())
-
-    def _walk(self, node: yaml.Node, path: tuple) -> None:
-        self.lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                self.lines[(*path, key.value)] = key.start_mark.line + 1
-                self._walk(value, (*path, key.value))
-                self.lines[(*path, key.value)] = key.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                self._walk(item, (*path, i))
-
-    def error(self, path: tuple, message: str) -> ConfigError:
-        line = next((self.lines[path[:n]] for n in range(len(path), -1, -1) if path[:n] in self.lines), None)
-        where = ".".join(str(p) for p in path) or "config"
-        prefix = f"{self.source}:{line}" if line else self.source
-        return ConfigError(f"{prefix}: {where}: {message}")
-
-
 def load_config(path: str | Path) -> AuditConfig:
     """Read and validate an audit config file.
 
@@ -126,13 +110,13 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{source}{line}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
-    lines = _Lines(node, source)
+    lines = Lines(node, source)
     check = _Checker(lines, base or Path.cwd())
     raw = check.mapping(raw, (), _TOP, required=("output", "data", "models"))
     models = check.models(raw["models"])
     attacks = check.attacks(raw.get("attacks") or {}, models)
     defenses = check.defenses(raw.get("defenses") or {}, models, attacks)
-    return AuditConfig(
+    config = AuditConfig(
         output=check.path(raw["output"], ("output",), must_exist=False),
         data=check.data(raw["data"]),
         sampling=check.sampling(raw.get("sampling") or {}),
@@ -142,74 +126,30 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
         transfer=check.transfer(raw.get("transfer") or [], models, attacks),
         seeds=check.int_list(raw.get("seeds", [0]), ("seeds",), low=0),
         batch_size=check.integer(raw.get("batch_size", 4), ("batch_size",), low=1),
-        device=check.string(raw.get("device", "cpu"), ("device",)),
+        device=check.device(raw.get("device", "cpu"), ("device",)),
         panels=check.boolean(raw.get("panels", True), ("panels",)),
         source=source,
     )
+    from reconguard.audit.matrix import check_matrix
+
+    check_matrix(config, check.fail)
+    return config
 
 
-class _Checker:
-    """Type and value checks that raise :class:`ConfigError` naming the line."""
+def train_options(train: dict[str, Any]) -> dict[str, Any]:
+    """The :class:`~reconguard.training.TrainConfig` keywords of a checked ``train:`` spec, other than
+    ``model``, ``model_config``, ``init`` and the paths: ``steps`` becomes ``max_steps`` (and, without
+    ``epochs``, the whole budget)."""
+    options = {k: v for k, v in train.items() if k not in ("model", "set", "init", "robust_set", "steps")}
+    if "steps" in train:
+        options["max_steps"] = train["steps"]
+        options.setdefault("epochs", None)
+    options["robust_config"] = dict(train.get("robust_set") or {})
+    return options
 
-    def __init__(self, lines: _Lines, base: Path):
-        self.lines, self.base = lines, base
 
-    def fail(self, path: tuple, message: str) -> ConfigError:
-        return self.lines.error(path, message)
-
-    # -- scalars ---------------------------------------------------------------------------------
-
-    def mapping(self, value: Any, path: tuple, keys: set[str], *, required: tuple[str, ...] = ()) -> dict:
-        if not isinstance(value, dict):
-            raise self.fail(path, f"expected a mapping, got {type(value).__name__}")
-        for key in value:
-            if key not in keys:
-                raise self.fail((*path, key), f"unknown key {key!r}; expected one of {sorted(keys)}")
-        for key in required:
-            if key not in value:
-                raise self.fail(path, f"missing required key {key!r}")
-        return value
-
-    def string(self, value: Any, path: tuple) -> str:
-        if not isinstance(value, str) or not value:
-            raise self.fail(path, f"expected a non-empty string, got {value!r}")
-        return value
-
-    def boolean(self, value: Any, path: tuple) -> bool:
-        if not isinstance(value, bool):
-            raise self.fail(path, f"expected true or false, got {value!r}")
-        return value
-
-    def integer(self, value: Any, path: tuple, *, low: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise self.fail(path, f"expected an integer >= {low}, got {value!r}")
-        return value
-
-    def number(self, value: Any, path: tuple, *, low: float = 0.0, strict: bool = False) -> float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if not ok or value < low or (strict and value == low):
-            raise self.fail(path, f"expected a finite number {'>' if strict else '>='} {low:g}, got {value!r}")
-        return float(value)
-
-    def int_list(self, value: Any, path: tuple, *, low: int) -> list[int]:
-        items = value if isinstance(value, list) else [value]
-        if not items:
-            raise self.fail(path, "expected at least one value")
-        return [self.integer(v, (*path, i), low=low) for i, v in enumerate(items)]
-
-    def names(self, value: Any, path: tuple, known: dict) -> list[str]:
-        items = value if isinstance(value, list) else [value]
-        for i, item in enumerate(items):
-            if item not in known:
-                raise self.fail((*path, i), f"unknown name {item!r}; defined: {sorted(known)}")
-        return list(items)
-
-    def path(self, value: Any, path: tuple, *, must_exist: bool = True) -> Path:
-        resolved = Path(self.string(value, path)).expanduser()
-        resolved = Path(os.path.normpath(resolved if resolved.is_absolute() else self.base / resolved))
-        if must_exist and not resolved.exists():
-            raise self.fail(path, f"{resolved} does not exist")
-        return resolved
+class _Checker(Checker):
+    """The sections of an audit config (scalar checks: :class:`~reconguard.audit.yamlcheck.Checker`)."""
 
     # -- sections --------------------------------------------------------------------------------
 
@@ -219,9 +159,7 @@ class _Checker:
             raise self.fail(("data",), "give exactly one of 'builtin' (a built-in data set) or 'path'")
         out: dict[str, Any] = {"split": self.string(data.get("split", "test"), ("data", "split"))}
         if "builtin" in data:
-            if data["builtin"] not in BUILTIN:
-                raise self.fail(("data", "builtin"), f"unknown built-in data set {data['builtin']!r}; {BUILTIN}")
-            out["builtin"] = data["builtin"]
+            out["builtin"] = self.choice(data["builtin"], ("data", "builtin"), BUILTIN, "built-in data set")
             out["size"] = self.integer(data.get("size", 128), ("data", "size"), low=16)
         elif "size" in data:
             raise self.fail(("data", "size"), "size applies to built-in data only")
@@ -238,9 +176,7 @@ class _Checker:
         from reconguard.physics.masks import MASKS
 
         sampling = self.mapping(value, ("sampling",), _SAMPLING)
-        mask = sampling.get("mask", "random")
-        if mask not in MASKS:
-            raise self.fail(("sampling", "mask"), f"unknown mask {mask!r}; choose one of {sorted(MASKS)}")
+        mask = self.choice(sampling.get("mask", "random"), ("sampling", "mask"), MASKS, "mask")
         raw = sampling.get("accelerations", [4])
         items = raw if isinstance(raw, list) else [raw]
         if not items:
@@ -255,7 +191,7 @@ class _Checker:
         return {"mask": mask, "accelerations": accelerations, "center_fraction": fraction}
 
     def models(self, value: Any) -> dict[str, dict[str, Any]]:
-        from reconguard.models.registry import MODELS
+        from reconguard.models.registry import MODELS, unknown_model_message
 
         if not isinstance(value, dict) or not value:
             raise self.fail(("models",), "expected a non-empty mapping of model names to specs")
@@ -280,33 +216,37 @@ class _Checker:
                 entry["fastmri"] = str(self.path(spec["fastmri"], (*path, "fastmri")))
                 if spec.get("kind") not in ("unet", "varnet"):
                     raise self.fail((*path, "kind"), "fastmri models need kind: unet or varnet")
-                entry.update(model=spec["kind"], config=dict(spec.get("config") or {}))
+                entry.update(model=spec["kind"], config=self.settings(spec.get("config"), (*path, "config")))
             elif kind == "name":
-                if spec["name"] not in MODELS:
-                    raise self.fail((*path, "name"), f"unknown model {spec['name']!r}; choose one of {sorted(MODELS)}")
-                entry.update(model=spec["name"], config=dict(spec.get("config") or {}))
+                if not isinstance(spec["name"], str) or spec["name"] not in MODELS:
+                    raise self.fail((*path, "name"), unknown_model_message(spec["name"]))
+                entry.update(model=spec["name"], config=self.settings(spec.get("config"), (*path, "config")))
             else:
                 entry["train"] = self.train(spec["train"], (*path, "train"), MODELS, value)
             out[key] = entry
         return out
 
     def train(self, value: Any, path: tuple, registry: dict, models: dict) -> dict[str, Any]:
+        from reconguard.models.registry import unknown_model_message
+
         train = self.mapping(value, path, _TRAIN)
-        if train.get("model") not in registry and "init" not in train:
-            raise self.fail((*path, "model"), f"unknown model {train.get('model')!r}; choose one of {sorted(registry)}")
-        if "init" in train and (train["init"] not in models or train["init"] == path[1]):
+        if "model" in train or "init" not in train:
+            if not isinstance(train.get("model"), str) or train["model"] not in registry:
+                raise self.fail((*path, "model"), unknown_model_message(train.get("model")))
+        if "init" in train and (not isinstance(train["init"], str) or train["init"] not in models
+                                or train["init"] == path[1]):
             raise self.fail((*path, "init"), f"init must name another model of this config, got {train['init']!r}")
-        for key in ("epochs", "batch_size"):
+        for key in ("epochs", "steps", "batch_size"):
             if key in train:
                 self.integer(train[key], (*path, key), low=1)
         for key in ("max_minutes", "lr"):
             if key in train:
                 self.number(train[key], (*path, key), strict=True)
-        if train.get("robust", "none") not in ("none", "pgd", "fnaf", "smooth"):
-            raise self.fail((*path, "robust"), f"robust must be none, pgd, fnaf or smooth, got {train['robust']!r}")
+        self.choice(train.get("robust", "none"), (*path, "robust"), ("none", "pgd", "fnaf", "smooth"), "robust mode")
+        self.choice(train.get("loss", "l1"), (*path, "loss"), ("l1", "mse", "ssim"), "loss")
         for key in ("set", "robust_set"):
-            if not isinstance(train.get(key, {}), dict):
-                raise self.fail((*path, key), "expected a mapping of hyper-parameters")
+            if key in train:
+                train[key] = self.settings(train[key], (*path, key))
         return dict(train)
 
     def defenses(self, value: Any, models: dict, attacks: dict) -> dict[str, dict[str, Any]]:
@@ -319,19 +259,19 @@ class _Checker:
             path = ("defenses", key)
             if key == "none":
                 raise self.fail(path, "'none' (the undefended model) is always evaluated; do not define it")
+            if not isinstance(key, str):
+                raise self.fail(path, f"invalid defense name {key!r}")
             spec = self.mapping(spec if spec is not None else {}, path, _DEFENSE)
-            name = spec.get("defense", key)
-            if name not in DEFENSES:
-                raise self.fail((*path, "defense"), f"unknown defense {name!r}; choose one of {sorted(DEFENSES)}")
-            settings = spec.get("settings") or {}
-            if not isinstance(settings, dict):
-                raise self.fail((*path, "settings"), "expected a mapping of hyper-parameters")
+            name = self.choice(spec.get("defense", key), (*path, "defense"), DEFENSES, "defense")
+            settings = self.settings(spec.get("settings"), (*path, "settings"))
             accepted = {p.name for p in inspect.signature(DEFENSES[name].__init__).parameters.values()
                         if p.kind is p.KEYWORD_ONLY}
             for option in settings:
                 if option not in accepted:
                     raise self.fail((*path, "settings", option), f"unknown option for {name}; {sorted(accepted)}")
             calibrate = spec.get("calibrate", "val" if name == "cyclic" else None)
+            if calibrate is not None:
+                calibrate = self.string(calibrate, (*path, "calibrate"))
             out[key] = {"defense": name, "settings": dict(settings), "calibrate": calibrate,
                         "models": self.names(spec.get("models", list(models)), (*path, "models"), models),
                         "attacks": self.names(spec.get("attacks", list(attacks)), (*path, "attacks"), attacks)}
@@ -345,12 +285,14 @@ class _Checker:
         out = {}
         for key, spec in value.items():
             path = ("attacks", key)
+            if not isinstance(key, str):
+                raise self.fail(path, f"invalid attack name {key!r}")
             spec = self.mapping(spec if spec is not None else {}, path, _ATTACK)
-            name = spec.get("attack", key)
-            if name not in ATTACKS:
-                raise self.fail((*path, "attack"), f"unknown attack {name!r}; choose one of {list(ATTACKS)}")
+            name = self.choice(spec.get("attack", key), (*path, "attack"), ATTACKS, "attack")
             preset = ATTACKS[name]
-            entry: dict[str, Any] = {"attack": name, "options": {k: spec[k] for k in _ATTACK_OPTIONS if k in spec},
+            options = {k: self.option(spec[k], (*path, k), kind)
+                       for k, kind in ATTACK_OPTION_TYPES.items() if k in spec}
+            entry: dict[str, Any] = {"attack": name, "options": options,
                                      "models": self.names(spec.get("models", list(models)), (*path, "models"), models)}
             if preset.kind == "perturbation":
                 raw = spec.get("eps", [preset.eps])
@@ -373,7 +315,7 @@ class _Checker:
         for eps in entry["eps"]:
             try:
                 build_attack(entry, eps=eps, seed=0)
-            except ConfigError as exc:
+            except (ConfigError, TypeError, ValueError) as exc:
                 raise self.fail(("attacks", key), str(exc)) from None
 
     def transfer(self, value: Any, models: dict, attacks: dict) -> list[dict[str, Any]]:

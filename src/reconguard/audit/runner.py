@@ -26,8 +26,8 @@ Conditions recorded per slice (metrics psnr, ssim, nmse unless said otherwise):
 
 from __future__ import annotations
 
+import contextlib
 import datetime
-import json
 import platform
 import subprocess
 import time
@@ -38,11 +38,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from reconguard.audit import distributed
+from reconguard.audit import claims, distributed, preparation
 from reconguard.audit.cells import Cell, build_attack, expand
 from reconguard.audit.config import AuditConfig
 from reconguard.audit.store import Store, Unit
-from reconguard.errors import ConfigError
 
 METRICS = ("psnr", "ssim", "nmse")
 
@@ -55,6 +54,7 @@ class Workspace:
     device: str
     data_dir: Path
     model_paths: dict[str, Any]
+    trainings: dict[str, dict[str, Any]] = field(default_factory=dict)  # how the train: models were trained
     _models: dict[str, Any] = field(default_factory=dict)
     _defenses: dict[tuple[str, str, float], Any] = field(default_factory=dict)
     _dataset: Any = None
@@ -264,90 +264,49 @@ def _panels(batch, images, target, feature_mask) -> tuple:
 
 def prepare(config: AuditConfig, world: distributed.World, device: str, *, progress: bool) -> Workspace:
     """Build the built-in data and train the config's ``train`` models (rank 0; the others wait)."""
-    out = config.output
-    data_dir = out / "data" if "builtin" in config.data else Path(config.data["path"])
-    paths: dict[str, Any] = {}
-    if world.leader and "builtin" in config.data:
-        from reconguard.data import build_dataset
-
-        build_dataset(data_dir, source=config.data["builtin"], size=config.data["size"], progress=progress)
-    for key, spec in config.models.items():
-        kind = spec["kind"]
-        paths[key] = spec.get(kind) if kind in ("checkpoint", "fastmri") else None
-    for key in _training_order(config):
-        paths[key] = out / "models" / key / "best"
-        if world.leader:
-            _train(config, key, data_dir, paths, device, progress)
+    trainings: dict[str, dict[str, Any]] = {}
+    if world.leader:
+        preparation.build_data(config, progress=progress)
+        trainings = preparation.train_models(config, device, progress=progress)
     distributed.barrier(world)
-    return Workspace(config, device, data_dir, paths)
-
-
-def _training_order(config: AuditConfig) -> list[str]:
-    """Models to train, each after the model it starts from."""
-    order: list[str] = []
-
-    def visit(key: str) -> None:
-        spec = config.models[key]
-        if spec["kind"] != "train" or key in order:
-            return
-        if "init" in spec["train"]:
-            visit(spec["train"]["init"])
-        order.append(key)
-
-    for key in config.models:
-        visit(key)
-    return order
-
-
-def _train(config: AuditConfig, key: str, data_dir: Path, paths: dict, device: str, progress: bool) -> None:
-    from reconguard.training.presets import CPU_PRESETS
-    from reconguard.training.trainer import TrainConfig, train
-
-    spec = dict(config.models[key]["train"])
-    init, base = spec.pop("init", None), None
-    if init is not None:
-        if paths[init] is None:
-            raise ConfigError(f"models.{key}.train.init: {init} has no weights to start from")
-        source = json.loads(Path(f"{paths[init]}.json").read_text())
-        spec.setdefault("model", source["name"])
-        base = source["config"] if spec["model"] == source["name"] else None
-    name = spec.pop("model")
-    # Fine-tuning from `init` keeps its architecture unless `set` changes it.
-    model_config = {**(CPU_PRESETS.get(name, {}) if base is None else base), **spec.pop("set", {})}
-    robust_config = spec.pop("robust_set", {})
-    train(TrainConfig(model=name, model_config=model_config, data=str(data_dir), out=str(paths[key].parent),
-                      acceleration=config.sampling["accelerations"][0], mask=config.sampling["mask"],
-                      center_fraction=config.sampling["center_fraction"], device=device, robust_config=robust_config,
-                      init=None if init is None else str(paths[init]), **spec), progress=progress)
+    return Workspace(config, device, preparation.data_directory(config), preparation.model_paths(config),
+                     trainings=trainings)
 
 
 # -- the loop ----------------------------------------------------------------------------------
 
 
-def run_audit(config: AuditConfig, *, progress: bool = True,
-              on_unit: Callable[[Unit], None] | None = None) -> Store:
-    """Run (or resume) an audit; returns the store (complete on rank 0).
+def run_audit(config: AuditConfig, *, progress: bool = True, on_unit: Callable[[Unit], None] | None = None,
+              lease: float = claims.LEASE_SECONDS) -> Store:
+    """Run (or resume) an audit, or join the audit processes already working on ``config.output``.
 
     Args:
         config: A validated config.
-        progress: Show progress bars (overall with ETA, and per cell).
-        on_unit: Called on rank 0 after each committed unit (tests use it to interrupt a run).
+        progress: Show a progress bar (all units, with the ones other processes finish).
+        on_unit: Called on rank 0 after each unit this process committed (tests use it to interrupt a run).
+        lease: Seconds a claimed unit stays reserved without renewal (:mod:`reconguard.audit.claims`).
+
+    Returns:
+        The store (complete on rank 0 once every unit of the matrix is done, by any process).
     """
     world, device = distributed.setup(config.device)
     try:
-        ws = prepare(config, world, device, progress=progress and world.leader)
-        store = Store(config.output) if world.leader else None
-        cells = expand(config)
-        plan = None
-        if store is not None:
-            store.add_cells(c.row() for c in cells)
-            run_id = store.start_run(config=config.as_dict(), versions=_versions(), git_revision=_git_revision(),
-                                     device=device, world_size=world.size, host=platform.node(), started=_now())
-            done = store.done_units()
-            batches = -(-ws.count() // config.batch_size)
-            plan = [(i, b) for i, c in enumerate(cells) for b in range(batches) if (c.cell_id, b) not in done]
-        plan = distributed.broadcast(world, plan)
-        _execute(ws, cells, plan, world, store, run_id if store else 0, progress, on_unit)
+        store, run_id = None, 0
+        if world.leader:
+            preparation.check_inputs(config)  # before the output directory is touched
+        with claims.preparation_lock(config.output) if world.leader else contextlib.nullcontext():
+            if world.leader:
+                claims.warn_if_network_filesystem(config.output)
+            ws = prepare(config, world, device, progress=progress and world.leader)
+            cells = expand(config)
+            if world.leader:
+                store = Store(config.output)
+                store.add_cells(c.row() for c in cells)
+                for key, info in ws.trainings.items():
+                    store.record_training(key, info)
+                run_id = store.start_run(config=config.as_dict(), versions=_versions(), git_revision=_git_revision(),
+                                         device=device, world_size=world.size, host=platform.node(), started=_now())
+        _execute(ws, cells, world, store, run_id, progress, on_unit, lease)
         if store is not None:
             store.finish_run(run_id, _now())
         distributed.barrier(world)
@@ -356,37 +315,30 @@ def run_audit(config: AuditConfig, *, progress: bool = True,
         distributed.teardown()
 
 
-def _execute(ws, cells, plan, world, store, run_id, progress, on_unit) -> None:
+def _execute(ws, cells, world, store, run_id, progress, on_unit, lease) -> None:
+    """Claim units (rank 0 claims one per rank), compute them, commit them -- until every unit is done."""
     from tqdm.auto import tqdm
 
-    show = progress and world.leader
-    overall = tqdm(total=len(plan), desc="audit", unit="unit", disable=not show, position=0)
-    per_cell = tqdm(total=0, desc="cell", unit="unit", disable=not show, position=1, leave=False)
-    current = None
-    for start in range(0, len(plan), world.size):
-        round_ = plan[start:start + world.size]
-        mine = round_[world.rank] if world.rank < len(round_) else None
-        unit = run_unit(ws, cells[mine[0]], mine[1], world.rank) if mine is not None else None
-        gathered = distributed.gather(world, unit)
-        if store is None:
-            continue
-        for item in gathered:
-            if item is None:
-                continue
-            store.commit_unit(item, run_id)
-            if on_unit is not None:
-                on_unit(item)
-        cell = cells[round_[0][0]]
-        if cell.cell_id != current:
-            current = cell.cell_id
-            remaining = sum(1 for i, _ in plan[start:] if i == round_[0][0])
-            per_cell.reset(total=remaining)
-            per_cell.set_description(f"{cell.model}/{cell.defense}/{cell.attack}"
-                                     + ("" if cell.eps is None else f"/eps={cell.eps:g}"))
-        per_cell.update(sum(1 for i, _ in round_ if i == round_[0][0]))
-        overall.update(len(round_))
-    per_cell.close()
-    overall.close()
+    by_id = {c.cell_id: c for c in cells}
+    batches = -(-ws.count() // ws.config.batch_size)
+    plan = [(c.cell_id, b) for c in cells for b in range(batches)]
+    bar = tqdm(total=len(plan), desc="audit", unit="unit", disable=not (progress and world.leader))
+    worker = claims.Worker()
+    with claims.Heartbeat(store, worker, lease) if store is not None else contextlib.nullcontext():
+        while True:
+            units = None if store is None else claims.next_units(store, plan, world.size, worker, lease, bar)
+            units = distributed.broadcast(world, units)
+            if not units:
+                break
+            mine = units[world.rank] if world.rank < len(units) else None
+            unit = run_unit(ws, by_id[mine[0]], mine[1], world.rank) if mine is not None else None
+            for item in distributed.gather(world, unit) or ():
+                if item is not None and store.commit_unit(item, run_id) and on_unit is not None:
+                    on_unit(item)
+            cell = by_id[units[0][0]]
+            bar.set_postfix_str(f"{cell.model}/{cell.defense}/{cell.attack}"
+                                + ("" if cell.eps is None else f"/eps={cell.eps:g}"))
+    bar.close()
 
 
 def _versions() -> dict[str, str]:
