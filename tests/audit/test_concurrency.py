@@ -47,10 +47,11 @@ def reference(tiny_data, tmp_path_factory):
     return run_audit(load_config(_write(root, tiny_data, "reference")), progress=False).records()
 
 
-def run_round(config: Path, workers: int, *, kill: bool, marker: Path) -> list[tuple[int, str]]:
+def run_round(config: Path, workers: int, *, kill: bool, marker: Path, report: bool = False) -> list[tuple[int, str]]:
     """Start ``workers`` audits on ``config`` at once (the first one dies if ``kill``); exit codes and stderr."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cli = [sys.executable, "-m", "reconguard.cli.main", "audit", str(config), "--no-report", "--quiet"]
+    cli = [sys.executable, "-m", "reconguard.cli.main", "audit", str(config), "--quiet"]
+    cli += [] if report else ["--no-report"]
     commands = [cli] * workers
     if kill:
         commands[0] = [sys.executable, "-c", textwrap.dedent(KILLED_WORKER.format(marker=str(marker),

@@ -9,13 +9,17 @@ import pytest
 from tests.audit.test_concurrency import check_round, reference, run_round  # noqa: F401 (reference: a fixture)
 from tests.audit.test_runner import _write
 
-ROUNDS = [(2 + (i % 2), i % 4 >= 2) for i in range(10)]  # (workers, kill): 2, 3, 2+kill, 3+kill, ...
+# (workers, kill, report): 2, 3, 2 + kill, 3 + kill, ...; the last two rounds also write the report.
+ROUNDS = [(2 + (i % 2), i % 4 >= 2, i >= 8) for i in range(10)]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workers,kill", ROUNDS, ids=[f"round {i + 1}" for i in range(len(ROUNDS))])
-def test_repeated_rounds_of_concurrent_audits(workers, kill, reference, tiny_data, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("workers,kill,report", ROUNDS, ids=[f"round {i + 1}" for i in range(len(ROUNDS))])
+def test_repeated_rounds_of_concurrent_audits(workers, kill, report, reference, tiny_data, tmp_path):  # noqa: F811
     config = _write(tmp_path, tiny_data, "shared")
     marker = tmp_path / "killed-unit.json"
-    results = run_round(config, workers, kill=kill, marker=marker)
+    results = run_round(config, workers, kill=kill, marker=marker, report=report)
     check_round(tmp_path / "shared", results, reference, kill=kill, marker=marker)
+    if report:  # every surviving process wrote it in turn; no staging directory is left behind
+        assert (tmp_path / "shared" / "report" / "index.html").is_file()
+        assert not [p for p in (tmp_path / "shared").iterdir() if p.name.startswith(".report")]

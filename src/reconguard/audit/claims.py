@@ -193,10 +193,15 @@ class Heartbeat:
 
 
 @contextmanager
-def preparation_lock(output: Path, *, announce: bool = True) -> Iterator[None]:
+def preparation_lock(output: Path, *, announce: bool = True, doing: str = "preparing") -> Iterator[None]:
     """Hold the exclusive lock of ``output`` (waiting for another audit process that holds it).
 
     The holder's pid and host are written into the lock file, so the waiting one can name it.
+
+    Args:
+        output: The audit's output directory (created if missing).
+        announce: Say on stderr which process is waited for.
+        doing: What the holder does, for that message (``preparing``, ``reporting``).
     """
     output.mkdir(parents=True, exist_ok=True)
     with open(output / LOCK_FILE, "a+") as handle:
@@ -206,7 +211,7 @@ def preparation_lock(output: Path, *, announce: bool = True) -> Iterator[None]:
             if announce:
                 handle.seek(0)
                 holder = handle.read().strip() or "another process"
-                print(f"waiting for the audit process {holder} to finish preparing {output}", file=sys.stderr)
+                print(f"waiting for the audit process {holder} to finish {doing} {output}", file=sys.stderr)
             fcntl.flock(handle, fcntl.LOCK_EX)
         handle.seek(0)
         handle.truncate()

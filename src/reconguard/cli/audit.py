@@ -3,8 +3,10 @@
 Runs model x defense x attack x eps x seed x acceleration over the slices of a data split and
 writes tidy records to OUTPUT/results.sqlite, then the report to OUTPUT/report/. Killed at any
 moment and started again with the same config, it continues where it stopped; a changed config
-adds new cells next to the old ones. Under ``torchrun --nproc_per_node N`` the slices are shared
-between the processes (gloo on CPU, NCCL on GPU) and the records are the same as with one.
+adds new cells next to the old ones. Several audit processes started on the same config (same
+machine, local disk) split the work and finish the units of one that dies. Under ``torchrun
+--nproc_per_node N`` the slices are shared between the processes (gloo on CPU, NCCL on GPU) and
+the records are the same as with one.
 """
 
 from __future__ import annotations
@@ -46,14 +48,18 @@ def run(args: argparse.Namespace) -> int:
     store = run_audit(config, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return 0
-    for path in args.export:
-        store.export(path)
-        print(f"exported records to {path}")
-    cells = store.cells()
-    print(f"{len(cells)} cells, {sum(c['slices'] for c in cells)} slice evaluations in {store.path}")
-    if args.report:
-        from reconguard.report.html import write_report
+    from reconguard.audit.claims import preparation_lock
 
-        print(f"report: {write_report(config.output)}")
+    # Other audit processes on this directory finish too: one at a time writes the exports and the report.
+    with preparation_lock(config.output, doing="reporting"):
+        for path in args.export:
+            store.export(path)
+            print(f"exported records to {path}")
+        cells = store.cells()
+        print(f"{len(cells)} cells, {sum(c['slices'] for c in cells)} slice evaluations in {store.path}")
+        if args.report:
+            from reconguard.report.html import write_report
+
+            print(f"report: {write_report(config.output)}")
     return 0
 

@@ -253,7 +253,9 @@ def _read_fastmri(path: Path, name: str) -> dict[str, torch.Tensor]:
     import pickle
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on foreign pickle protocols are not the user's concern
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
         raise DataError(
             f"{path}: not a readable tensor checkpoint ({_first_line(exc)}); only plain state_dicts "
