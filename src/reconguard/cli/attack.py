@@ -74,7 +74,8 @@ def add_attack_options(parser: argparse.ArgumentParser) -> None:
     arg("--step-size", type=POSITIVE_NUMBER, default=None,
         help="step as a fraction of the budget (default: per attack)")
     arg("--restarts", type=POSITIVE_INT, default=None, help="random restarts, best kept per slice (default: 1)")
-    arg("--loss", default=None, metavar="mse|l1|ssim", help="attack objective (default: mse)")
+    arg("--loss", default=None, metavar="mse|l1|ssim|relative_l2",
+        help="attack objective (default: the attack's; mse for most)")
     arg("--unsupervised", action="store_true", help="maximise the distance to the clean recon, not the target")
     arg("--eot-samples", type=POSITIVE_INT, default=None,
         help="draws of a stochastic model (diffusion, smoothing) averaged per step (default: 8 for those, else 1)")

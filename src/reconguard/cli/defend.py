@@ -140,7 +140,7 @@ def _evaluate_batch(batch, mask_fn, model, defense, attack, context, *, adaptive
     recons["attacked"] = plain.recon
     start = time.perf_counter()
     with torch.no_grad():
-        recons["attacked_defended"] = defense(plain.adv_kspace, mask, coil_maps=batch.coil_maps)
+        recons["attacked_defended"] = plain.replay(defense, mask, coil_maps=batch.coil_maps)
     seconds["attacked_defended"] = (time.perf_counter() - start) / len(batch)
     if adaptive:
         through = defense if defense.differentiable else BPDA(defense, model)

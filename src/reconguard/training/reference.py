@@ -63,15 +63,20 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    # A complex-output U-Net (fastMRI's architecture at half width): the cyclic defense re-encodes
-    # its output into k-space, so the phase is trained too.
+    # fastMRI's U-Net baseline at half width: magnitude in, magnitude out, L1 on magnitudes.
+    # (A complex-output U-Net -- real/imaginary channels in and out, complex L1 -- trained to
+    # 27.5 dB validation PSNR in 39 epochs against 29.6 dB for CS-TV: the random smooth phase of
+    # the built-in data makes the two channels vary from slice to slice, and a 16-channel U-Net
+    # learns that far more slowly than the phase-free magnitude.)
     "unet": Recipe(
-        model="unet", model_config={"in_chans": 2, "chans": 16, "num_pool_layers": 4},
-        epochs=150, target="complex",
+        model="unet", model_config={"in_chans": 1, "chans": 16, "num_pool_layers": 4}, epochs=150,
     ),
-    # Candidate: the same U-Net trained on magnitudes (fastMRI's loss); the better one ships.
-    "unet-magnitude": Recipe(
-        model="unet", model_config={"in_chans": 2, "chans": 16, "num_pool_layers": 4}, epochs=150,
+    # The FNAF-robust U-Net: the reference U-Net fine-tuned with the paper's objective and weighting
+    # (alpha 1, beta 100 on the feature mask averaged over the image, clean and featured slices
+    # mixed equally), as Cheng et al. fine-tuned a trained model.
+    "unet-fnaf": Recipe(
+        model="unet", model_config={"in_chans": 1, "chans": 16, "num_pool_layers": 4}, epochs=10,
+        lr=2e-4, robust="fnaf", robust_config={"beta": 100.0}, init="unet",
     ),
     # MoDL as published (Aggarwal et al.): 10 unrolls of one shared 5-layer CNN and CG data
     # consistency, at half the published width (32 channels) for the CPU. The data-consistency
@@ -89,7 +94,7 @@ RECIPES: dict[str, Recipe] = {
     "varnet": Recipe(
         model="varnet",
         model_config={"num_cascades": 8, "chans": 12, "pools": 3, "sens_chans": 4, "sens_pools": 3},
-        epochs=50,
+        epochs=25,
     ),
     # The unsupervised diffusion prior (trained on fully sampled images only; the masks play no
     # part): the CPU-sized time-conditioned U-Net (2.3 M weights) with v prediction on a cosine
