@@ -74,3 +74,10 @@ def test_bad_configs_name_the_line(old, new, line, message, tiny_data, tmp_path)
 def test_malformed_yaml_is_one_error(tmp_path):
     with pytest.raises(ConfigError, match=r"audit.yaml:3: not valid YAML"):
         _parse("output: out\ndata: [unclosed\n", tmp_path)
+
+
+def test_two_model_keys_with_the_same_model_are_refused_before_any_work(tmp_path):
+    text = ("output: out\ndata: {builtin: phantom, size: 32}\n"
+            "models:\n  a: {name: zero_filled}\n  b: {name: zero_filled}\nattacks:\n  pgd-kspace: {eps: [0.01]}\n")
+    with pytest.raises(ConfigError, match=r"models \['a', 'b'\] are the same model"):
+        expand(parse_config(text, base=tmp_path))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from reconguard.audit.config import AuditConfig
+from reconguard.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,12 @@ def expand(config: AuditConfig) -> list[Cell]:
                     for attack in link["attacks"]:
                         for eps in config.attacks[attack]["eps"]:
                             add(target, "none", attack, link["source"], eps, seed, acc)
-    unique = {c.cell_id: c for c in cells}  # a transfer link may repeat a cell
+    unique: dict[str, Cell] = {}
+    for cell in cells:  # a transfer link may repeat a cell; two model keys must not share one
+        other = unique.setdefault(cell.cell_id, cell)
+        if (other.model, other.source) != (cell.model, cell.source):
+            names = sorted({other.model, cell.model, other.source, cell.source})
+            raise ConfigError(f"models {names} are the same model (identical weights or spec); list it once")
     return list(unique.values())
 
 

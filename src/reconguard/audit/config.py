@@ -7,6 +7,7 @@ Example (every key shown; only ``output``, ``data`` and ``models`` are required)
     sampling: {mask: random, accelerations: [4], center_fraction: null}
     models:
       unet: {checkpoint: runs/unet/best}              # a reconguard checkpoint
+      modl: {pretrained: modl}                        # a reference model shipped with reconguard
       knee: {fastmri: unet.pt, kind: unet, config: {chans: 32}}   # a fastMRI state_dict
       cs: {name: cs_tv}                               # a registered model with default settings
       small: {train: {model: modl, epochs: 5}}        # trained by the audit (cached in output/models);
@@ -23,6 +24,7 @@ Example (every key shown; only ``output``, ``data`` and ``models`` are required)
     batch_size: 4
     device: cpu
     panels: true                       # store images for the report's panels
+    quality_gate_db: 1.0               # no verdict for a model not this much better than zero-filling
 
 Errors name the line of the file: ``config.yaml:12: models.unet: unknown key 'chekpoint'``.
 Everything is checked before any work: keys, types and ranges of every field and option, and the
@@ -41,13 +43,14 @@ from typing import Any
 import yaml
 
 from reconguard.audit.yamlcheck import Checker, Lines
-from reconguard.errors import ConfigError
+from reconguard.errors import ConfigError, DataError
+from reconguard.report.verdicts import GATE_MARGIN_DB
 
 _TOP = {"output", "data", "sampling", "models", "defenses", "attacks", "transfer", "seeds", "batch_size", "device",
-        "panels"}
+        "panels", "quality_gate_db"}
 _DATA = {"builtin", "size", "path", "split", "max_slices"}
 _SAMPLING = {"mask", "accelerations", "center_fraction"}
-_MODEL_SOURCES = ("checkpoint", "fastmri", "name", "train")
+_MODEL_SOURCES = ("checkpoint", "pretrained", "fastmri", "name", "train")
 _MODEL = {*_MODEL_SOURCES, "kind", "config"}
 _TRAIN = {"model", "set", "epochs", "steps", "max_minutes", "robust", "robust_set", "init", "lr", "loss",
           "batch_size"}
@@ -79,13 +82,15 @@ class AuditConfig:
     batch_size: int = 4
     device: str = "cpu"
     panels: bool = True
+    quality_gate_db: float = GATE_MARGIN_DB
     source: str = "<config>"
 
     def as_dict(self) -> dict[str, Any]:
         """The resolved configuration as plain data (recorded in the database)."""
         return {"output": str(self.output), "data": self.data, "sampling": self.sampling, "models": self.models,
                 "defenses": self.defenses, "attacks": self.attacks, "transfer": self.transfer, "seeds": self.seeds,
-                "batch_size": self.batch_size, "device": self.device, "panels": self.panels}
+                "batch_size": self.batch_size, "device": self.device, "panels": self.panels,
+                "quality_gate_db": self.quality_gate_db}
 
 
 def load_config(path: str | Path) -> AuditConfig:
@@ -128,6 +133,7 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
         batch_size=check.integer(raw.get("batch_size", 4), ("batch_size",), low=1),
         device=check.device(raw.get("device", "cpu"), ("device",)),
         panels=check.boolean(raw.get("panels", True), ("panels",)),
+        quality_gate_db=check.number(raw.get("quality_gate_db", GATE_MARGIN_DB), ("quality_gate_db",), low=0.0),
         source=source,
     )
     from reconguard.audit.matrix import check_matrix
@@ -212,6 +218,8 @@ class _Checker(Checker):
                 if not stem.with_name(stem.name + ".json").exists():
                     raise self.fail((*path, "checkpoint"), f"{stem}.json does not exist")
                 entry["checkpoint"] = str(stem)
+            elif kind == "pretrained":  # a checkpoint in the package, its files checked against the manifest
+                entry.update(kind="checkpoint", checkpoint=self.pretrained(spec["pretrained"], (*path, "pretrained")))
             elif kind == "fastmri":
                 entry["fastmri"] = str(self.path(spec["fastmri"], (*path, "fastmri")))
                 if spec.get("kind") not in ("unet", "varnet"):
@@ -225,6 +233,15 @@ class _Checker(Checker):
                 entry["train"] = self.train(spec["train"], (*path, "train"), MODELS, value)
             out[key] = entry
         return out
+
+    def pretrained(self, value: Any, path: tuple) -> str:
+        """The checkpoint stem of a shipped reference model, after checking its files' SHA-256."""
+        from reconguard.models.pretrained import check_files
+
+        try:
+            return str(check_files(value))
+        except (ConfigError, DataError) as exc:
+            raise self.fail(path, str(exc)) from None
 
     def train(self, value: Any, path: tuple, registry: dict, models: dict) -> dict[str, Any]:
         from reconguard.models.registry import unknown_model_message

@@ -292,13 +292,13 @@ def run_audit(config: AuditConfig, *, progress: bool = True, on_unit: Callable[[
     world, device = distributed.setup(config.device)
     try:
         store, run_id = None, 0
+        cells = expand(config)  # identities come from the config alone; two keys sharing a model fail here
         if world.leader:
             preparation.check_inputs(config)  # before the output directory is touched
         with claims.preparation_lock(config.output) if world.leader else contextlib.nullcontext():
             if world.leader:
                 claims.warn_if_network_filesystem(config.output)
             ws = prepare(config, world, device, progress=progress and world.leader)
-            cells = expand(config)
             if world.leader:
                 store = Store(config.output)
                 store.add_cells(c.row() for c in cells)

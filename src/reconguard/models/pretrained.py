@@ -3,7 +3,9 @@
 ``weights/manifest.json`` lists each model with the recipe it was trained by
 (:mod:`reconguard.training.reference`), its validation and test metrics next to zero-filling and
 CS-TV on the same test split, its training time and the SHA-256 of its files, and the fingerprint
-of the data build it was trained on. :func:`load_pretrained` checks the SHA-256 before loading.
+of the data build it was trained on. Load one with ``registry.load("pretrained:NAME")`` (or
+``--model pretrained:NAME`` on the command line, ``{pretrained: NAME}`` in an audit config): the
+SHA-256 of its files is checked first (:func:`check_files`).
 """
 
 from __future__ import annotations
@@ -14,16 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from reconguard.errors import ConfigError, DataError
-from reconguard.models.base import ReconstructorModule
-from reconguard.models.registry import load
 
 WEIGHTS = Path(__file__).parent / "weights"
 MANIFEST = "manifest.json"
 
 
-def manifest(directory: Path = WEIGHTS) -> dict[str, Any]:
-    """The manifest of the shipped models (``{}`` when none ship)."""
-    path = directory / MANIFEST
+def manifest(directory: Path | None = None) -> dict[str, Any]:
+    """The manifest of the shipped models (``{}`` when none ship); ``directory`` defaults to
+    :data:`WEIGHTS`, as in every function here."""
+    path = (directory or WEIGHTS) / MANIFEST
     if not path.exists():
         return {}
     try:
@@ -32,18 +33,20 @@ def manifest(directory: Path = WEIGHTS) -> dict[str, Any]:
         raise DataError(f"{path}: not a readable manifest ({exc})") from None
 
 
-def pretrained_names(directory: Path = WEIGHTS) -> list[str]:
+def pretrained_names(directory: Path | None = None) -> list[str]:
     """Names of the shipped models."""
     return sorted(manifest(directory).get("models", {}))
 
 
-def load_pretrained(name: str, directory: Path = WEIGHTS, **overrides: Any) -> ReconstructorModule:
-    """Load a shipped model after checking its files against the manifest's SHA-256.
+def check_files(name: str, directory: Path | None = None) -> Path:
+    """Check the files of shipped model ``name`` against the manifest's SHA-256; return its
+    checkpoint stem (for :func:`reconguard.models.registry.load`).
 
     Raises:
         ConfigError: ``name`` is not a shipped model.
         DataError: A file is missing or differs from the one the manifest describes.
     """
+    directory = directory or WEIGHTS
     entry = manifest(directory).get("models", {}).get(name)
     if entry is None:
         raise ConfigError(f"no shipped reference model {name!r}; shipped: {pretrained_names(directory)}")
@@ -53,7 +56,7 @@ def load_pretrained(name: str, directory: Path = WEIGHTS, **overrides: Any) -> R
             raise DataError(f"{path}: missing (regenerate with python -m reconguard.training.reference)")
         if sha256(path) != expected:
             raise DataError(f"{path}: SHA-256 differs from {directory / MANIFEST}; the file was changed")
-    return load(directory / name, **overrides)
+    return directory / name
 
 
 def sha256(path: Path) -> str:

@@ -26,6 +26,7 @@ from reconguard.models.classical import CSTV
 from reconguard.models.diffusion import DiffusionReconstructor
 from reconguard.models.irim import IRIM
 from reconguard.models.modl import MoDL
+from reconguard.models.pretrained import check_files
 from reconguard.models.recurrent_varnet import RecurrentVarNet
 from reconguard.models.resunet import ResUNetPP
 from reconguard.models.rim import RIM
@@ -155,16 +156,22 @@ def save(model: ReconstructorModule, path: str | os.PathLike, *, half: bool = Fa
     return config_file
 
 
+#: Prefix of a shipped reference model's name in :func:`load` (``"pretrained:unet"``).
+PRETRAINED = "pretrained:"
+
+
 def load(path_or_name: str | os.PathLike, **overrides: Any) -> ReconstructorModule:
     """Load a saved model, or build a default model from a registered name.
 
-    A ``str`` equal to a registered name (e.g. ``"cs_tv"``) builds that model with default
-    hyper-parameters (with an :class:`UntrainedModelWarning` when it has trainable weights); pass
+    ``"pretrained:NAME"`` loads the shipped reference model ``NAME`` after checking its SHA-256
+    (:mod:`reconguard.models.pretrained`). A ``str`` equal to a registered name (e.g. ``"cs_tv"``)
+    builds that model with default hyper-parameters (with an :class:`UntrainedModelWarning` when it has trainable weights); pass
     ``Path("cs_tv")`` or ``"./cs_tv"`` to read files of that name instead. A bare name that is
     neither registered nor a file (``"unte"``) is reported with the valid names and the closest.
 
     Args:
-        path_or_name: Registered name, or the path given to :func:`save` (suffix optional).
+        path_or_name: Registered name, ``pretrained:NAME``, or the path given to :func:`save`
+            (suffix optional).
         **overrides: Hyper-parameters that replace the saved ones without changing the weights,
             e.g. ``steps=50`` (a diffusion model's sampler) or ``checkpointing=True``; one that
             changes a weight's shape fails with :class:`DataError`.
@@ -176,6 +183,8 @@ def load(path_or_name: str | os.PathLike, **overrides: Any) -> ReconstructorModu
         ConfigError: A bare name that is not registered and names no file.
         DataError: A file is missing, unreadable, or does not match its config.
     """
+    if isinstance(path_or_name, str) and path_or_name.startswith(PRETRAINED):
+        path_or_name = check_files(path_or_name[len(PRETRAINED):])
     if isinstance(path_or_name, str) and path_or_name in MODELS:
         model = build(path_or_name, **overrides).eval()
         warn_if_untrained(model)

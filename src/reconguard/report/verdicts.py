@@ -72,8 +72,10 @@ class Gate:
         zero_filled_psnr: Mean zero-filled PSNR on the same slices (dB).
         margin_db: The advantage required.
         passed: Whether the model beats zero-filling by ``margin_db`` at every acceleration;
-            ``None`` when the records hold no zero-filled baseline.
+            ``None`` when the records hold no zero-filled baseline. Zero-filling itself (the same
+            PSNR on every slice) passes: it is the reference, and its robustness is still judged.
         reason: Why it failed (empty when it passed or was not checked).
+        baseline: Whether the model is zero-filling itself.
     """
 
     acceleration: float | None
@@ -82,6 +84,7 @@ class Gate:
     margin_db: float
     passed: bool | None
     reason: str = ""
+    baseline: bool = False
 
     @property
     def advantage_db(self) -> float | None:
@@ -190,10 +193,11 @@ def quality_gates(rows: Sequence[dict[str, Any]], *, margin_db: float = GATE_MAR
             slices[(r["model"], r["defense"], r["acceleration"])][(r["volume"], r["slice"])].append((clean, zero))
     gates = {}
     for model, defense in pairs:
-        worst = None
+        worst, baseline = None, True
         for (m, d, acceleration), values in slices.items():
             if (m, d) != (model, defense):
                 continue
+            baseline = baseline and all(abs(c - z) < 1e-6 for v in values.values() for c, z in v)
             clean = mean(mean(c for c, _ in v) for v in values.values())
             zero = mean(mean(z for _, z in v) for v in values.values())
             if worst is None or clean - zero < worst[1] - worst[2]:
@@ -201,11 +205,11 @@ def quality_gates(rows: Sequence[dict[str, Any]], *, margin_db: float = GATE_MAR
         if worst is None:
             gates[(model, defense)] = Gate(None, None, None, margin_db, None)
             continue
-        passed = worst[1] - worst[2] >= margin_db
+        passed = baseline or worst[1] - worst[2] >= margin_db
         reason = "" if passed else (
             f"clean PSNR {worst[1]:.2f} dB vs zero-filled {worst[2]:.2f} dB at {worst[0]:g}x "
             f"({worst[1] - worst[2]:+.2f} dB; the gate needs +{margin_db:g} dB)")
-        gates[(model, defense)] = Gate(*worst, margin_db, passed, reason)
+        gates[(model, defense)] = Gate(*worst, margin_db, passed, reason, baseline=baseline)
     for (model, defense), gate in gates.items():
         base = gates.get((model, "none"))
         if defense != "none" and base is not None and base.passed is False and gate.passed is not False:
@@ -385,8 +389,8 @@ def compact_table(
         gate = v.gate or Gate(None, None, None, margin_db, None)
         worst = "n/a" if v.excess_db is None else f"{v.excess_db:+.2f} dB ({v.attack} eps {v.eps:g})"
         star = "*" if training_notes and v.model in training_notes else ""
-        body.append([v.model + star, v.defense, show(gate.clean_psnr, "{:.2f} dB"),
-                     show(gate.advantage_db, "{:+.2f} dB"), worst, show(v.hit_rate, "{:.0%}"), v.verdict])
+        versus = "baseline" if gate.baseline else show(gate.advantage_db, "{:+.2f} dB")
+        body.append([v.model + star, v.defense, show(gate.clean_psnr, "{:.2f} dB"), versus, worst, show(v.hit_rate, "{:.0%}"), v.verdict])
     lines = [text_table(COMPACT_HEADER, body)]
     lines += [f"* {model}: {note}" for model, note in (training_notes or {}).items()
               if any(v.model == model for v in items)]

@@ -120,18 +120,23 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def train_config(name: str, *, data: str, runs: str) -> TrainConfig:
-    """The :class:`TrainConfig` of recipe ``name`` for data set ``data``, run in ``runs/name``."""
+def train_config(name: str, *, data: str, runs: str, epochs: int | None = None) -> TrainConfig:
+    """The :class:`TrainConfig` of recipe ``name`` for data set ``data``, run in ``runs/name``
+    (``epochs`` overrides the recipe's, for a shorter try: the result is not the reference model)."""
     recipe = RECIPES[name]
     init = None if recipe.init is None else f"{runs}/{recipe.init}/best"
     fields = {k: v for k, v in vars(recipe).items() if k != "init"}
+    if epochs is not None:
+        fields["epochs"] = epochs
     return TrainConfig(**fields, init=init, data=data, out=f"{runs}/{name}")
 
 
-def train_reference(names: list[str], *, data: str, runs: str, progress: bool = True) -> None:
-    """Train (or resume) the named recipes in order (a recipe's ``init`` must come first)."""
+def train_reference(names: list[str], *, data: str, runs: str, epochs: int | None = None,
+                    progress: bool = True) -> None:
+    """Train (or resume) the named recipes in order (a recipe's ``init`` must come first);
+    ``epochs`` overrides every recipe's budget (see :func:`train_config`)."""
     for name in names:
-        train(train_config(name, data=data, runs=runs), progress=progress)
+        train(train_config(name, data=data, runs=runs, epochs=epochs), progress=progress)
 
 
 def export_reference(names: list[str], *, data: str, runs: str, out: Path = WEIGHTS,
