@@ -390,7 +390,8 @@ def compact_table(
         worst = "n/a" if v.excess_db is None else f"{v.excess_db:+.2f} dB ({v.attack} eps {v.eps:g})"
         star = "*" if training_notes and v.model in training_notes else ""
         versus = "baseline" if gate.baseline else show(gate.advantage_db, "{:+.2f} dB")
-        body.append([v.model + star, v.defense, show(gate.clean_psnr, "{:.2f} dB"), versus, worst, show(v.hit_rate, "{:.0%}"), v.verdict])
+        body.append([v.model + star, v.defense, show(gate.clean_psnr, "{:.2f} dB"), versus, worst,
+                     show(v.hit_rate, "{:.0%}"), v.verdict])
     lines = [text_table(COMPACT_HEADER, body)]
     lines += [f"* {model}: {note}" for model, note in (training_notes or {}).items()
               if any(v.model == model for v in items)]
