@@ -166,8 +166,9 @@ def load(path_or_name: str | os.PathLike, **overrides: Any) -> ReconstructorModu
     ``"pretrained:NAME"`` loads the shipped reference model ``NAME`` after checking its SHA-256
     (:mod:`reconguard.models.pretrained`). A ``str`` equal to a registered name (e.g. ``"cs_tv"``)
     builds that model with default hyper-parameters (with an :class:`UntrainedModelWarning` when it
-    has trainable weights); pass ``Path("cs_tv")`` or ``"./cs_tv"`` to read files of that name instead. A bare name that is
-    neither registered nor a file (``"unte"``) is reported with the valid names and the closest.
+    has trainable weights); pass ``Path("cs_tv")`` or ``"./cs_tv"`` to read files of that name
+    instead. A bare name that is neither registered nor a file (``"unte"``) is reported with the
+    valid names and the closest.
 
     Args:
         path_or_name: Registered name, ``pretrained:NAME``, or the path given to :func:`save`
