@@ -131,7 +131,7 @@ def _psnrs(batch: Sample, images: dict[str, torch.Tensor]) -> dict[str, torch.Te
 def claim_rows(m: dict[str, np.ndarray], size: Size, *, lam: float) -> list[ClaimRow]:
     """The table rows from the per-slice measurements ``m``."""
     n = len(m["psnr_clean"])
-    setting = (f"reference MoDL (learned lam {lam:.3f}), {n} slices (middle of each test volume), pgd-input "
+    setting = (f"reference MoDL (DC weight lam {lam:.3f}), {n} slices (middle of each test volume), pgd-input "
                f"eps 0.01 x {size.attack_steps} steps, CyclicMitigation.paper x {size.mitigation_steps} steps")
     rows = []
     for prefix, label in (("psnr", "PSNR"), ("fg", "foreground PSNR")):
