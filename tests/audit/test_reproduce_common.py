@@ -50,3 +50,12 @@ def test_roc_auc_counts_ordered_pairs():
     assert roc_auc([0.1, 0.2], [0.3, 0.4]) == 1.0
     assert roc_auc([0.3, 0.4], [0.1, 0.2]) == 0.0
     assert roc_auc([0.1, 0.3], [0.2, 0.3]) == pytest.approx((1 + 0 + 1 + 0.5) / 4)
+
+
+def test_a_claim_without_its_reference_models_is_one_not_run_row(tmp_path):
+    from reconguard.audit.reproduce import ReproContext, reproduce
+
+    ctx = ReproContext(data=tmp_path / "data", out=tmp_path / "out", models=tmp_path / "models", quick=True)
+    (row,) = reproduce(["diffusion"], ctx, report=lambda text: None)
+    assert row.verdict == "not run" and "diffusion" in row.note and "--export" in row.note
+    assert "| diffusion/not-run |" in (tmp_path / "out" / "claims.md").read_text()

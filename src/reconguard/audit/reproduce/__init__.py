@@ -7,7 +7,9 @@ and the verdict rule). :func:`reproduce` runs some of them and writes their tabl
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
+from pathlib import Path
 from typing import Callable
 
 from reconguard.audit.reproduce import attacks, cyclic, diffusion, fnaf
@@ -23,12 +25,31 @@ CLAIMS: dict[str, Callable[[ReproContext], list[ClaimRow]]] = {
 }
 
 
+#: The reference models each claim needs (``ctx.models / NAME``); the diffusion claim uses the
+#: surrogates ``resunet-8x`` and ``irim-8x`` when present.
+REQUIRES: dict[str, tuple[str, ...]] = {
+    "cyclic": ("modl",), "fnaf": ("unet",), "fnaf-robust": ("unet",), "diffusion": ("diffusion",),
+    "pgd-vs-noise": attacks.MODELS, "transfer": attacks.MODELS,
+}
+
+
+def not_run(name: str, missing: list[str]) -> ClaimRow:
+    """The row of a claim whose reference models are missing: nothing measured, and why."""
+    return ClaimRow(
+        claim=f"{name}/not-run", quantity="-", paper=None, source="-", ours=math.nan, ci=(math.nan, math.nan), n=0,
+        verdict="not run", setting="-",
+        note=f"no reference model {', '.join(missing)}: train it with python -m reconguard.training.reference "
+             f"{' '.join(missing)} --export (or pass --models DIR)")
+
+
 def reproduce(names: list[str], ctx: ReproContext, *, report: Callable[[str], None] = print) -> list[ClaimRow]:
     """Run the named claims in order; write ``ctx.out/<claim>/claims.{md,json}`` for each (as it
-    finishes, so an interrupted run keeps the finished tables) and ``ctx.out/claims.md`` for all."""
+    finishes, so an interrupted run keeps the finished tables) and ``ctx.out/claims.md`` for all.
+    A claim whose reference models are missing gets one "not run" row saying which."""
     rows: list[ClaimRow] = []
     for name in names:
-        found = CLAIMS[name](replace(ctx, out=ctx.out / name))
+        missing = [m for m in REQUIRES[name] if not (Path(ctx.models) / f"{m}.json").exists()]
+        found = [not_run(name, missing)] if missing else CLAIMS[name](replace(ctx, out=ctx.out / name))
         write_table(found, ctx.out / name)
         report(f"\n## {name}\n\n{format_table(found)}")
         rows += found

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-VERDICTS = ("reproduced", "direction only", "not reproduced")
+VERDICTS = ("reproduced", "direction only", "not reproduced", "not run")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,7 +140,7 @@ def format_table(rows: Sequence[ClaimRow]) -> str:
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         paper = "-" if r.paper is None else f"{r.paper:g}"
-        ours = f"{r.ours:.3g} [{r.ci[0]:.3g}, {r.ci[1]:.3g}] ({r.n})"
+        ours = "-" if r.verdict == "not run" else f"{r.ours:.3g} [{r.ci[0]:.3g}, {r.ci[1]:.3g}] ({r.n})"
         setting = r.setting + (f"; {r.departures}" if r.departures else "")
         cells = (r.claim, r.quantity, f"{paper} ({r.source})", ours, r.verdict, setting, r.note)
         lines.append("| " + " | ".join(cells) + " |")
