@@ -14,8 +14,7 @@ hit (the same draws for every model, so differences are paired); intervals boots
 The U-Net is read from ``ctx.models / "unet"`` (:func:`reconguard.models.load`); fine-tunes are
 cached under ``ctx.out / "finetune"`` (a finished run is reused). One command::
 
-    python -m reconguard.audit.reproduce.fnaf --data data/builtin --models runs/reference/unet-models \\
-        --out runs/fnaf [--quick]
+    reconguard reproduce fnaf fnaf-robust [--quick]
 
 References:
     Cheng, Calivá, Shah, Han, Majumdar, Pedoia, MIDL 2020 (PMLR 121:121-135); Calivá, Cheng,
@@ -53,8 +52,8 @@ ATTACKS = {"paper": {"criterion": "paper", "dilation": 1}, "missing": {"criterio
 CRITERIA = {"paper": "paper's criterion, per 320x320 pixels", "paper-image": "paper's criterion, per image",
             "missing": "reconguard's criterion"}
 DEPARTURES = (
-    "built-in MNI152 brain data, 128x128 single-coil (paper: fastMRI knee, 320x320); complex U-Net "
-    "(16 channels, 150 CPU epochs); one feature intensity per feature in [0, 1] of the maximum "
+    "built-in MNI152 brain data, 128x128 single-coil (paper: fastMRI knee, 320x320); magnitude U-Net "
+    "(fastMRI's, 16 channels, 150 CPU epochs); one feature intensity per feature in [0, 1] of the maximum "
     "(paper: per pixel in [min, max]); complex insertion (paper: magnitude); test split"
 )
 
