@@ -68,6 +68,8 @@ def test_export_writes_weights_metrics_baselines_and_checksums(tiny_data, tmp_pa
     assert set(payload["baselines"]["4x"]) == {"zero_filled", "cs_tv"}
     assert payload["data_fingerprint"] == reference.data_fingerprint(Path(tiny_data))
     assert registry.load(pretrained.check_files("tiny", out)).name == "unet"
+    table = reference.manifest_table(payload)
+    assert "| tiny (4x) |" in table and "| cs_tv (4x) |" in table
 
 
 @pytest.mark.skipif(not SHIPPED, reason="no reference models ship in this checkout")

@@ -197,6 +197,21 @@ def _rounded(metrics: dict[str, float]) -> dict[str, float]:
     return {k: round(float(metrics[k]), 4) for k in ("psnr", "ssim", "nmse") if k in metrics}
 
 
+def manifest_table(payload: dict[str, Any] | None = None) -> str:
+    """The shipped models as a Markdown table (test PSNR/SSIM next to the baselines, training)."""
+    payload = payload or manifest()
+    lines = ["| model | test PSNR (dB) | test SSIM | epochs (best) | training (min, 2-core CPU) | stored |",
+             "|---|---:|---:|---:|---:|---|"]
+    for acceleration, baselines in payload.get("baselines", {}).items():
+        for name, metrics in baselines.items():
+            lines.append(f"| {name} ({acceleration}) | {metrics['psnr']:.2f} | {metrics['ssim']:.4f} | - | - | - |")
+    for name, entry in payload.get("models", {}).items():
+        test = entry["test"]
+        lines.append(f"| {name} ({entry['recipe']['acceleration']:g}x) | {test['psnr']:.2f} | {test['ssim']:.4f} | "
+                     f"{entry['epochs']} ({entry['best_epoch']}) | {entry['train_minutes']:.0f} | {entry['dtype']} |")
+    return "\n".join(lines)
+
+
 def data_fingerprint(data: Path) -> str:
     """SHA-256 over the k-space and targets of every file of a data set (order-independent of
     file-system listing), so a build made elsewhere can be compared with the one models were
@@ -219,8 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", default=list(RECIPES), help="recipes (default: all, in order)")
     parser.add_argument("--export", action="store_true",
                         help=f"after training, store the best weights in {WEIGHTS} with their manifest")
+    parser.add_argument("--table", action="store_true", help="print the shipped models' table and exit")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    if args.table:
+        print(manifest_table())
+        return 0
     train_reference(args.names, data=args.data, runs=args.runs, progress=not args.quiet)
     if args.export:
         export_reference(args.names, data=args.data, runs=args.runs, progress=not args.quiet)
