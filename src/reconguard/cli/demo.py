@@ -8,12 +8,12 @@ models -- a U-Net, MoDL, E2E-VarNet and an FNAF-robust U-Net, trained on the sam
 records) -- under PGD in k-space and on the network's input image, FNAF and a transfer attack.
 The FNAF-robust U-Net is the demo's defense (robust training); the training-free defenses are
 too slow for a demo under an adaptive attack (``reconguard defend``, ``reconguard reproduce
-cyclic``). It prints one verdict line per model and writes the HTML report. Finished cells are cached: a second run only
-redraws the report.
+cyclic``). It prints one verdict line per model and writes the HTML report. Finished cells are
+cached: a second run only redraws the report.
 
 ``--retrain`` trains the four models first, from the same recipes, into ``WORKDIR/models``
-(hours on a 2-core CPU; ``--epochs`` shortens every recipe for a try, and the verdict table then
-marks those models as not the reference ones).
+(default workdir ``runs/demo-retrain``; hours on a 2-core CPU; ``--epochs`` shortens every
+recipe for a try, and the verdict table then marks those models as not the reference ones).
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--workdir", type=Path, default=Path("runs/demo"), help="output directory (default: runs/demo)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="output directory (default: runs/demo, or runs/demo-retrain with --retrain, so "
+                             "records of shipped and retrained models never mix in one database)")
     parser.add_argument("--slices", type=int, default=8, help="test slices audited (default: 8)")
     parser.add_argument("--retrain", action="store_true",
                         help="train the models from the reference recipes into WORKDIR/models instead of "
@@ -77,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     from reconguard.report.verdicts import compact_table
 
     _check(args)
+    if args.workdir is None:
+        args.workdir = Path("runs/demo-retrain" if args.retrain else "runs/demo")
     start = time.monotonic()
     args.workdir.mkdir(parents=True, exist_ok=True)
     notes = _retrain(args) if args.retrain else {}
