@@ -69,9 +69,9 @@ QUICK = Size(volumes=2, attack_steps=3, mitigation_steps=4, adaptive_steps=2, bp
 FULL = Size(volumes=None, attack_steps=10, mitigation_steps=100, adaptive_steps=10, bpda_volumes=2, bpda_steps=2)
 
 
-def run(ctx: ReproContext) -> list[ClaimRow]:
-    """The cyclic claims (see the module docstring)."""
-    size = QUICK if ctx.quick else FULL
+def run(ctx: ReproContext, *, size: Size | None = None) -> list[ClaimRow]:
+    """The cyclic claims (see the module docstring); ``size`` overrides :data:`QUICK` / :data:`FULL`."""
+    size = size or (QUICK if ctx.quick else FULL)
     model = load(ctx.models / "modl").to(ctx.device).eval()
     defense = CyclicMitigation.paper(model, steps=size.mitigation_steps, seed=ctx.seed)
     records: list[dict[str, np.ndarray]] = []
