@@ -132,6 +132,11 @@ def _audit(root: Path, tiny: Path, old: str = "", new: str = "", data: Path | No
     return ["audit", str(root / "audit.yaml"), "--quiet", "--no-report"]
 
 
+def _audit_checkpoint_without_weights(root: Path, tiny: Path) -> list[str]:
+    (root / "ck.json").write_text(json.dumps({"name": "unet", "config": {"chans": 2, "num_pool_layers": 1}}))
+    return _audit(root, tiny, "{name: zero_filled}", f"{{checkpoint: {root / 'ck'}}}")
+
+
 def _fastmri_pickle(root: Path, tiny: Path) -> list[str]:
     (root / "evil.pt").write_bytes(pickle.dumps({"state_dict": _Code(root / "pwned")}))
     return _audit(root, tiny, "{name: zero_filled}", f"{{fastmri: {root / 'evil.pt'}, kind: unet}}")
@@ -217,6 +222,8 @@ CASES: dict[str, tuple[Callable[..., list[str]], str, tuple[str, ...]]] = {
                                        ("out", "pwned")),
     "audit corrupt data file": (lambda t, r, *_: _audit(r, t, data=_truncated(t, r)),
                                 "cut.h5: not a readable HDF5 file", ("out",)),
+    "audit checkpoint without weights": (lambda t, r, *_: _audit_checkpoint_without_weights(r, t),
+                                         "ck.safetensors: cannot load weights", ("out",)),
     # report
     "report on a foreign database": (lambda t, r, *_: _foreign_database(r),
                                      "results.sqlite: not a reconguard results database", ("out/report",)),

@@ -292,9 +292,9 @@ def run_audit(config: AuditConfig, *, progress: bool = True, on_unit: Callable[[
     world, device = distributed.setup(config.device)
     try:
         store, run_id = None, 0
-        cells = expand(config)  # identities come from the config alone; two keys sharing a model fail here
         if world.leader:
             preparation.check_inputs(config)  # before the output directory is touched
+        cells = expand(config)  # from the config and the checked inputs; two keys sharing a model fail here
         with claims.preparation_lock(config.output) if world.leader else contextlib.nullcontext():
             if world.leader:
                 claims.warn_if_network_filesystem(config.output)
