@@ -62,21 +62,21 @@ class Recipe:
     acceleration: float = 4.0
 
 
+_UNET = {"in_chans": 1, "chans": 16, "num_pool_layers": 4}  # the reference U-Net and its FNAF-robust fine-tune
+
 RECIPES: dict[str, Recipe] = {
     # fastMRI's U-Net baseline at half width: magnitude in, magnitude out, L1 on magnitudes.
     # (A complex-output U-Net -- real/imaginary channels in and out, complex L1 -- trained to
     # 27.5 dB validation PSNR in 39 epochs against 29.6 dB for CS-TV: the random smooth phase of
     # the built-in data makes the two channels vary from slice to slice, and a 16-channel U-Net
     # learns that far more slowly than the phase-free magnitude.)
-    "unet": Recipe(
-        model="unet", model_config={"in_chans": 1, "chans": 16, "num_pool_layers": 4}, epochs=150,
-    ),
+    "unet": Recipe(model="unet", model_config=_UNET, epochs=150),
     # The FNAF-robust U-Net: the reference U-Net fine-tuned with the paper's objective and weighting
     # (alpha 1, beta 100 on the feature mask averaged over the image, clean and featured slices
     # mixed equally), as Cheng et al. fine-tuned a trained model.
     "unet-fnaf": Recipe(
-        model="unet", model_config={"in_chans": 1, "chans": 16, "num_pool_layers": 4}, epochs=10,
-        lr=2e-4, robust="fnaf", robust_config={"beta": 100.0}, init="unet",
+        model="unet", model_config=_UNET, epochs=10, lr=2e-4, robust="fnaf", robust_config={"beta": 100.0},
+        init="unet",
     ),
     # MoDL as published (Aggarwal et al.): 10 unrolls of one shared 5-layer CNN and CG data
     # consistency, at half the published width (32 channels) for the CPU. The data-consistency
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="data/builtin")
     parser.add_argument("--runs", default="runs/reference")
-    parser.add_argument("names", nargs="*", default=list(RECIPES), help="recipes (default: all, in order)")
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"recipes {list(RECIPES)} (default: all, in order)")
     parser.add_argument("--export", action="store_true",
                         help=f"after training, store the best weights in {WEIGHTS} with their manifest")
     parser.add_argument("--table", action="store_true", help="print the shipped models' table and exit")
@@ -240,9 +240,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.table:
         print(manifest_table())
         return 0
-    train_reference(args.names, data=args.data, runs=args.runs, progress=not args.quiet)
+    unknown = sorted(set(args.names) - set(RECIPES))
+    if unknown:
+        parser.error(f"unknown recipe(s) {unknown}; choose from {list(RECIPES)}")
+    names = args.names or list(RECIPES)
+    train_reference(names, data=args.data, runs=args.runs, progress=not args.quiet)
     if args.export:
-        export_reference(args.names, data=args.data, runs=args.runs, progress=not args.quiet)
+        export_reference(names, data=args.data, runs=args.runs, progress=not args.quiet)
     return 0
 
 
