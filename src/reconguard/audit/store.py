@@ -49,6 +49,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from reconguard.errors import DataError
+from reconguard.files import atomic_write
 
 DATABASE = "results.sqlite"
 #: SQLite ``application_id`` of a reconguard results database ("RGAR").
@@ -310,7 +311,7 @@ class Store:
             writer = csv.DictWriter(text, fieldnames=RECORD_COLUMNS, lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
-            _write_atomic(path, text.getvalue().encode())
+            atomic_write(path, text.getvalue())
         elif path.suffix == ".parquet":
             try:
                 import pyarrow as pa
@@ -320,7 +321,7 @@ class Store:
             table = pa.table({k: [r[k] for r in rows] for k in RECORD_COLUMNS})
             buffer = pa.BufferOutputStream()
             pq.write_table(table, buffer)
-            _write_atomic(path, buffer.getvalue().to_pybytes())
+            atomic_write(path, buffer.getvalue().to_pybytes())
         else:
             raise DataError(f"{path}: export to .csv or .parquet")
         return path
@@ -384,13 +385,6 @@ def _retry_locked(statement: Any, seconds: float = 60.0) -> Any:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
-
-
-def _write_atomic(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(payload)
-    tmp.replace(path)
 
 
 def iter_metric(rows: Iterable[dict[str, Any]], **where: Any) -> Iterator[dict[str, Any]]:

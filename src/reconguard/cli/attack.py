@@ -4,7 +4,7 @@ The attacks and their defaults are the rows of :data:`reconguard.attacks.presets
 Perturbation attacks (PGD, FGSM, sparse spikes) report the
 clean, attacked and same-norm-noise reconstructions; feature attacks (FNAF) report the clean and
 featured reconstructions and whether the feature went missing. The run is built in a staging
-directory and published in one rename (:mod:`reconguard.cli.rundir`).
+directory and published in one rename (:func:`reconguard.files.atomic_directory`).
 """
 
 from __future__ import annotations
@@ -112,9 +112,10 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``reconguard attack``."""
     from torch.utils.data import DataLoader, Subset
 
-    from reconguard.cli.rundir import check_out, staged, write_text
+    from reconguard.cli.rundir import check_out
     from reconguard.data import Sample, SliceDataset
     from reconguard.data.writer import VolumeWriter
+    from reconguard.files import atomic_directory, atomic_write
     from reconguard.models import load
     from reconguard.physics.masks import build_mask
     from reconguard.report.tables import csv_text
@@ -133,13 +134,13 @@ def run(args: argparse.Namespace) -> int:
     count = len(dataset) if args.max_slices is None else min(args.max_slices, len(dataset))
     loader = DataLoader(Subset(dataset, range(count)), batch_size=args.batch_size, collate_fn=Sample.collate)
     context = {"model": label, "attack": args.attack, "threat": threat, "eps": eps}
-    with staged(out) as staging:
+    with atomic_directory(out) as staging:
         writer = VolumeWriter(staging / "adversarial", dataset.volumes,
                               {f"reconguard_{k}": v for k, v in context.items() if v is not None})
         rows, worst, extra = _attack_split(args, kind, attack, model, loader, mask_fn, writer, context, count)
         summary = _summarize(rows, args, context, attack, out, kind, extra)
-        write_text(staging / "metrics.csv", csv_text(rows))
-        write_text(staging / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+        atomic_write(staging / "metrics.csv", csv_text(rows))
+        atomic_write(staging / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
         _write_panels(staging / "panels", worst, context)
     print(format_summary(summary))
     print(f"\nwrote {out}/: adversarial/ ({writer.written} fastMRI volume files), metrics.csv, "

@@ -67,9 +67,10 @@ def run(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader, Subset
     from tqdm.auto import tqdm
 
-    from reconguard.cli.rundir import check_out, staged, write_text
+    from reconguard.cli.rundir import check_out
     from reconguard.data import Sample, SliceDataset
     from reconguard.defenses import build_defense
+    from reconguard.files import atomic_directory, atomic_write
     from reconguard.models import load
     from reconguard.physics.masks import build_mask
     from reconguard.report.tables import csv_text
@@ -96,9 +97,9 @@ def run(args: argparse.Namespace) -> int:
                                     adaptive=args.adaptive)
             bar.update(len(batch))
     summary = _summary(rows, context, threshold, defense)
-    with staged(out) as staging:
-        write_text(staging / "metrics.csv", csv_text(rows))
-        write_text(staging / "summary.json", json.dumps(summary, indent=2) + "\n")
+    with atomic_directory(out) as staging:
+        atomic_write(staging / "metrics.csv", csv_text(rows))
+        atomic_write(staging / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(format_summary(summary))
     print(f"\nwrote {out}/metrics.csv and summary.json")
     return 0

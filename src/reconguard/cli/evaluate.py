@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
         per_volume[spec] = [r.__dict__ for r in results]
     print(metrics_table(rows, title=f"{args.split} split, {args.acceleration:g}x {args.mask} mask"))
     if args.json is not None:
-        from reconguard.cli.rundir import write_text
+        from reconguard.files import atomic_write
 
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        write_text(args.json, json.dumps({"summary": dict(rows), "volumes": per_volume}, indent=2))
+        atomic_write(args.json, json.dumps({"summary": dict(rows), "volumes": per_volume}, indent=2))
     return 0

@@ -10,6 +10,8 @@ from pathlib import Path
 CLAIM_HELP = {
     "cyclic": "training-free cyclic mitigation against the paper's network-input attack on the reference MoDL "
               "(Saberi et al. arXiv:2501.01908): gain under attack, clean cost, adaptive attacks, detector AUC",
+    "cyclic-sweep": "the cyclic mitigation with one knob of the paper's configuration changed at a time (iterations, "
+                    "ball, jitter, masks, gating, model quality): gain under attack and clean cost of each",
     "fnaf": "false-negative features on the reference U-Net, hit rates under the paper's criterion and ours "
             "(Cheng et al. MIDL 2020)",
     "fnaf-robust": "FNAF-robust fine-tuning with the paper's weighting vs a clean fine-tune: hit-rate cut and clean "

@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from reconguard.attacks import transfer_matrix
-    from reconguard.cli.rundir import write_text
     from reconguard.data import Sample, SliceDataset
+    from reconguard.files import atomic_write
     from reconguard.models import load
     from reconguard.physics.masks import build_mask
     from reconguard.report.tables import csv_text
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_matrix(records, title=f"{args.attack} {attack.threat.label}, {count} slices of {args.split}"))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        write_text(args.out, csv_text(records))
+        atomic_write(args.out, csv_text(records))
         print(f"\nwrote {len(records)} records to {args.out}")
     return 0
 

@@ -30,9 +30,7 @@ import importlib
 import json
 import math
 import numbers
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -44,6 +42,7 @@ from reconguard.data.fastmri import PathLike
 from reconguard.data.manifest import check_manifest
 from reconguard.data.writer import write_volume
 from reconguard.errors import ConfigError, DataError
+from reconguard.files import atomic_write
 from reconguard.physics.coils import rss, simulate_coil_maps
 from reconguard.physics.fft import fft2c, ifft2c
 
@@ -206,18 +205,6 @@ def _reuse_or_clear(out: Path, params: dict[str, Any], overwrite: bool) -> dict[
     return None
 
 
-def _write_json(path: Path, content: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(content, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def build_dataset(
     out_dir: PathLike,
     *,
@@ -279,7 +266,7 @@ def build_dataset(
     finally:
         torch.set_num_threads(threads)
     manifest = _manifest(params, stacks, counts)
-    _write_json(out / MANIFEST, manifest)
+    atomic_write(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 

@@ -10,8 +10,6 @@ References:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -29,6 +27,7 @@ from reconguard.data.fastmri import (
 )
 from reconguard.data.sample import Sample
 from reconguard.errors import DataError
+from reconguard.files import atomic_path
 
 
 def _numpy(value: Any) -> np.ndarray:
@@ -155,15 +154,8 @@ def write_volume(
         recon_size = shape if target is None else (int(target.shape[1]), int(target.shape[2]))
     arrays["ismrmrd_header"] = np.bytes_(ismrmrd_header(shape, tuple(recon_size)))
     meta.update(attrs or {})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         _write_h5(tmp, arrays, meta)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files; data files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -13,14 +13,14 @@ import inspect
 import json
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from reconguard.errors import ConfigError, DataError
+from reconguard.files import atomic_paths
 from reconguard.models.base import ReconstructorModule
 from reconguard.models.classical import CSTV
 from reconguard.models.diffusion import DiffusionReconstructor
@@ -106,22 +106,6 @@ def _files(path: str | os.PathLike) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
-def _atomic_write(writers: dict[Path, Callable[[str], None]]) -> None:
-    """Write every file to a temporary sibling first; rename them only once all succeeded."""
-    temps: dict[Path, str] = {}
-    try:
-        for target, write in writers.items():
-            fd, temps[target] = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            os.close(fd)
-            write(temps[target])
-            os.chmod(temps[target], 0o644)  # mkstemp makes 0600 files; saved models are shareable
-        for target, tmp in temps.items():
-            os.replace(tmp, target)
-    finally:
-        for tmp in temps.values():
-            Path(tmp).unlink(missing_ok=True)
-
-
 def save(model: ReconstructorModule, path: str | os.PathLike, *, half: bool = False) -> Path:
     """Write ``<path>.safetensors`` and ``<path>.json`` atomically.
 
@@ -147,12 +131,9 @@ def save(model: ReconstructorModule, path: str | os.PathLike, *, half: bool = Fa
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     meta = {"name": model.name, "config": model.config, "reconguard_version": __version__}
     text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
-    _atomic_write(
-        {
-            weights_file: lambda tmp: save_file(tensors, tmp),
-            config_file: lambda tmp: Path(tmp).write_text(text),
-        }
-    )
+    with atomic_paths([weights_file, config_file]) as (tmp_weights, tmp_config):
+        save_file(tensors, str(tmp_weights))
+        tmp_config.write_text(text)
     return config_file
 
 

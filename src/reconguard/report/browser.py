@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from reconguard.errors import ConfigError, DataError
+from reconguard.files import atomic_write
 
 _BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -101,20 +102,12 @@ def screenshot(
         raise DataError(f"{html_path}: no such page")
     if width < 1 or height < 1:
         raise ConfigError(f"screenshot size must be positive, got {width}x{height}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
-        with headless_chromium(width, height) as driver:
-            driver.get(source.as_uri())
-            _set_viewport(driver, width, height)
-            if full_page:
-                _set_viewport(driver, width, max(height, driver.execute_script(_PAGE_HEIGHT)))
-            tmp.write_bytes(driver.get_screenshot_as_png())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+    with headless_chromium(width, height) as driver:
+        driver.get(source.as_uri())
+        _set_viewport(driver, width, height)
+        if full_page:
+            _set_viewport(driver, width, max(height, driver.execute_script(_PAGE_HEIGHT)))
+        return atomic_write(target, driver.get_screenshot_as_png())
 
 
 _PAGE_HEIGHT = "return Math.ceil(document.documentElement.scrollHeight);"

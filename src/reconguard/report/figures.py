@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Union
 
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 
 from reconguard.errors import ConfigError, DataError
+from reconguard.files import atomic_path
 
 ImageLike = Union[np.ndarray, torch.Tensor]
 PathLike = Union[str, os.PathLike]
@@ -42,19 +42,12 @@ def save_figure(fig: Any, path: PathLike, *, dpi: int = 120) -> Path:
         ConfigError: If matplotlib cannot write the format of ``path``'s suffix.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = path.suffix.lstrip(".").lower() or "png"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         try:
             fig.savefig(tmp, format=fmt, dpi=dpi)
         except ValueError as err:
             raise ConfigError(f"{path}: cannot save a figure in format {fmt!r} ({err})") from None
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; figures are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return path
 
 

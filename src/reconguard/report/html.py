@@ -23,14 +23,12 @@ import json
 import math
 import os
 import re
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from reconguard.audit.store import DATABASE, Store
 from reconguard.errors import ConfigError, DataError
+from reconguard.files import atomic_directory, atomic_write
 from reconguard.report import plots
 from reconguard.report.effects import EFFECT_HEADER, EFFECT_NOTE, DefenseEffect, defense_effects, effect_table
 from reconguard.report.markdown import summary_markdown
@@ -46,7 +44,6 @@ from reconguard.report.summary import (
     perturbation_table,
     slice_rows,
     summary_csv,
-    write_text,
 )
 from reconguard.report.verdicts import (
     GATE_MARGIN_DB,
@@ -171,16 +168,16 @@ def write_report(
     items = verdicts(rows, margin_db=margin_db, training_notes=training_notes)
     effects = defense_effects(rows)
     title = f"reconguard audit report: {outdir.resolve().name}"
-    with _staged(outdir / REPORT_DIR) as staging:
+    with atomic_directory(outdir / REPORT_DIR) as staging:
         figures_dir = staging / "figures"
         figures_dir.mkdir()
         figures = _figures(rows, figures_dir)
         panels = panels_html(store, rows, cells, figures_dir)
-        write_text(staging / "summary.csv", summary_csv(cells))
+        atomic_write(staging / "summary.csv", summary_csv(cells))
         markdown = summary_markdown(items, effects, cells, title=title, margin_db=margin_db)
-        write_text(staging / "summary.md", markdown)
+        atomic_write(staging / "summary.md", markdown)
         page = _page(title, runs, (items, effects, margin_db), cells, figures, panels)
-        write_text(staging / "index.html", page)
+        atomic_write(staging / "index.html", page)
     return outdir / REPORT_DIR / "index.html"
 
 
@@ -188,24 +185,6 @@ def gate_margin(runs: Sequence[dict[str, Any]]) -> float:
     """The quality-gate margin of the last run's config (:data:`GATE_CONFIG_KEY`), else the default."""
     value = runs[-1]["config"].get(GATE_CONFIG_KEY) if runs and isinstance(runs[-1]["config"], dict) else None
     return GATE_MARGIN_DB if value is None else value
-
-
-@contextmanager
-def _staged(final: Path) -> Iterator[Path]:
-    """A fresh directory beside ``final``, swapped into its place if the block succeeds."""
-    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.partial-"))
-    try:
-        yield staging
-        os.chmod(staging, 0o755)
-        trash = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old-"))
-        try:
-            if final.exists():
-                os.replace(final, trash / "old")
-            os.replace(staging, final)
-        finally:
-            shutil.rmtree(trash, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _figures(rows: list[dict[str, Any]], directory: Path) -> list[tuple[str, str | None]]:

@@ -13,10 +13,7 @@ plus one ``<condition>_<metric>`` key per record (``clean_psnr``, ``attacked_ssi
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections import defaultdict
-from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from reconguard.report.tables import csv_text, show
@@ -238,16 +235,3 @@ def _cell_label(c: dict[str, Any]) -> list[str]:
 def summary_csv(cells: Sequence[dict[str, Any]]) -> str:
     """``summary.csv``: one row per cell, columns :data:`SUMMARY_COLUMNS` (empty = no value)."""
     return csv_text([{k: "" if c.get(k) is None else c[k] for k in SUMMARY_COLUMNS} for c in cells])
-
-
-def write_text(path: Path, text: str) -> Path:
-    """Write ``text`` atomically (temporary sibling, then rename), world-readable."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from reconguard.data import SliceDataset
 from reconguard.data.sample import Sample
+from reconguard.files import atomic_write
 from reconguard.models import registry
 from reconguard.models.pretrained import MANIFEST, WEIGHTS, manifest, sha256
 from reconguard.physics.masks import build_mask
@@ -161,9 +162,7 @@ def export_reference(names: list[str], *, data: str, runs: str, out: Path = WEIG
     payload = {"data_build": DATA_BUILD, "data_fingerprint": data_fingerprint(Path(data)),
                "baselines": {k: {m: _rounded(v) for m, v in b.items()} for k, b in baselines.items()},
                "models": entries}
-    tmp = out / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    tmp.replace(out / MANIFEST)
+    atomic_write(out / MANIFEST, json.dumps(payload, indent=2, sort_keys=True) + "\n")
     return payload
 
 

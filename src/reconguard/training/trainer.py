@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pickle
 import time
 import warnings
@@ -53,6 +52,7 @@ from reconguard.data import SliceDataset
 from reconguard.data.sample import Sample
 from reconguard.defenses.training import ROBUST_MODES, CleanTraining, build_strategy, derive_seed
 from reconguard.errors import ConfigError, DataError
+from reconguard.files import atomic_path, atomic_write
 from reconguard.metrics import ssim_loss
 from reconguard.models import registry
 from reconguard.physics.coils import estimate_coil_maps
@@ -411,7 +411,7 @@ def _prepare_run(config: TrainConfig, out: Path, overwrite: bool) -> tuple[_Stat
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("state.pt", "history.json"):
         (out / stale).unlink(missing_ok=True)
-    _atomic_write_text(config_path, json.dumps(wanted, indent=2))
+    atomic_write(config_path, json.dumps(wanted, indent=2))
     return _State(), None
 
 
@@ -523,20 +523,13 @@ def _validate(model, strategy, val_loader, mask_fn, config, state: _State, out: 
             f"{name} epoch {number}{of}{part}: val PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.4f}, "
             f"NMSE {summary['nmse']:.4f} (best PSNR {state.best_psnr:.2f} dB)"
         )
-    _atomic_write_text(out / "history.json", json.dumps(state.history, indent=2))
+    atomic_write(out / "history.json", json.dumps(state.history, indent=2))
 
 
 def _save(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: _State) -> None:
     # state.pt alone is the resume point (weights, optimiser and position in one atomic file);
     # last.safetensors is the same weights in the format users load.
     payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), **asdict(state)}
-    tmp = out / "state.pt.tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, out / "state.pt")
+    with atomic_path(out / "state.pt") as tmp:
+        torch.save(payload, tmp)
     registry.save(model, out / "last")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

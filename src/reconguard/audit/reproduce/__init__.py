@@ -12,11 +12,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from reconguard.audit.reproduce import attacks, cyclic, diffusion, fnaf
+from reconguard.audit.reproduce import attacks, cyclic, cyclic_sweep, diffusion, fnaf
 from reconguard.audit.reproduce.common import ClaimRow, ReproContext, format_table, write_table
 
 CLAIMS: dict[str, Callable[[ReproContext], list[ClaimRow]]] = {
     "cyclic": cyclic.run,
+    "cyclic-sweep": cyclic_sweep.run,
     "fnaf": fnaf.run,
     "fnaf-robust": fnaf.run_robust,
     "diffusion": diffusion.run,
@@ -28,7 +29,8 @@ CLAIMS: dict[str, Callable[[ReproContext], list[ClaimRow]]] = {
 #: The reference models each claim needs (``ctx.models / NAME``); the diffusion claim uses the
 #: surrogates ``resunet-8x`` and ``irim-8x`` when present.
 REQUIRES: dict[str, tuple[str, ...]] = {
-    "cyclic": ("modl",), "fnaf": ("unet",), "fnaf-robust": ("unet",), "diffusion": ("diffusion",),
+    "cyclic": ("modl",), "cyclic-sweep": ("modl",), "fnaf": ("unet",), "fnaf-robust": ("unet",),
+    "diffusion": ("diffusion",),
     "pgd-vs-noise": attacks.MODELS, "transfer": attacks.MODELS,
 }
 

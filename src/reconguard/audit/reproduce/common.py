@@ -22,6 +22,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from reconguard.files import atomic_write
+
 VERDICTS = ("reproduced", "direction only", "not reproduced", "not run")
 
 
@@ -124,14 +126,8 @@ def write_table(rows: Sequence[ClaimRow], out: Path) -> Path:
 
     Both are written to temporary names and renamed, so a killed run leaves the previous tables.
     """
-    out.mkdir(parents=True, exist_ok=True)
-    payload = json.dumps([asdict(r) for r in rows], indent=2)
-    markdown = format_table(rows)
-    for name, text in (("claims.json", payload), ("claims.md", markdown)):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        tmp.replace(out / name)
-    return out / "claims.md"
+    atomic_write(out / "claims.json", json.dumps([asdict(r) for r in rows], indent=2))
+    return atomic_write(out / "claims.md", format_table(rows))
 
 
 def format_table(rows: Sequence[ClaimRow]) -> str:

@@ -82,9 +82,9 @@ def run(ctx: ReproContext, *, size: Size | None = None) -> list[ClaimRow]:
     return claim_rows(merged, size, lam=float(model.lam.detach()))
 
 
-def _middle_slices(ctx: ReproContext, volumes: int | None) -> Iterator[Sample]:
-    """The middle slice of each test volume (the paper evaluates many slices of many volumes)."""
-    dataset = SliceDataset(ctx.data / "test")
+def _middle_slices(ctx: ReproContext, volumes: int | None, *, split: str = "test") -> Iterator[Sample]:
+    """The middle slice of each volume of ``split`` (the paper evaluates many slices of many volumes)."""
+    dataset = SliceDataset(ctx.data / split)
     starts = np.cumsum([0] + [v.num_slices for v in dataset.volumes])
     for vol, info in enumerate(dataset.volumes[:volumes]):
         yield Sample.collate([dataset[int(starts[vol]) + info.num_slices // 2]]).to(ctx.device)

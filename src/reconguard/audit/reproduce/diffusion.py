@@ -45,6 +45,7 @@ from reconguard.attacks import PGD, AttackLoss, ThreatModel
 from reconguard.attacks.base import reconstruct_under
 from reconguard.audit.reproduce.common import ClaimRow, ReproContext, bootstrap_ci, write_table
 from reconguard.data import Sample, SliceDataset
+from reconguard.files import atomic_path
 from reconguard.metrics import describe_artefact, slice_metrics
 from reconguard.models import load
 from reconguard.models.zero_filled import zero_filled
@@ -118,9 +119,8 @@ def run(ctx: ReproContext, *, size: Size | None = None) -> list[ClaimRow]:
             path = cache / f"eps{eps:g}-slice{index}.pt"
             if not path.exists():
                 scores = _attack_slice(diffusion, surrogates, sample, index, eps, size, ctx)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                torch.save(scores, path.with_suffix(".tmp"))
-                path.with_suffix(".tmp").replace(path)
+                with atomic_path(path) as tmp:
+                    torch.save(scores, tmp)
             slices.append(torch.load(path, weights_only=True))
         rows += _vulnerability_rows(slices, eps, setting)
         if eps == max(size.eps) and surrogates:

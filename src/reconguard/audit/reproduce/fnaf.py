@@ -40,6 +40,7 @@ from reconguard.data import SliceDataset
 from reconguard.data.sample import Sample
 from reconguard.defenses.training import derive_seed
 from reconguard.errors import ConfigError
+from reconguard.files import atomic_write
 from reconguard.metrics import slice_metrics
 from reconguard.models import load
 from reconguard.physics.masks import build_mask
@@ -271,10 +272,7 @@ def sweep(ctx: ReproContext, plan: Protocol) -> dict[str, dict[str, Any]]:
         model = model.to(ctx.device)
         scored[name] = {"clean": clean_metrics(model, ctx, plan), "scores": feature_scores(model, ctx, plan),
                         "history": history}
-        ctx.out.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps(_encode(scored)))
-        tmp.replace(cache)
+        atomic_write(cache, json.dumps(_encode(scored)))
     return {k: v for k, v in scored.items() if k != "key"}
 
 
