@@ -17,10 +17,9 @@ import numpy as np
 import torch
 
 from reconguard.data import phantom_volume, simulate_acquisition
-from reconguard.metrics import psnr
+from reconguard.metrics import magnitude, psnr
 from reconguard.models import build
 from reconguard.physics import RandomMask
-from reconguard.training.evaluation import magnitude
 from reconguard.training.presets import CPU_PRESETS
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from reconguard.audit import parse_config
-from reconguard.audit.config import train_options
+from reconguard.audit.matrix import train_options
 from reconguard.errors import ConfigError
 from reconguard.models.registry import UntrainedModelWarning
 

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from reconguard.audit.reproduce.common import ClaimRow, bootstrap_ci, verdict, write_table
+from reconguard.audit.reproduce.common import ClaimRow, verdict, write_table
 from reconguard.audit.reproduce.cyclic import roc_auc
+from reconguard.metrics import bootstrap_ci
 
 
 def test_bootstrap_interval_holds_the_mean_and_shrinks_with_more_slices():

@@ -104,10 +104,9 @@ def test_adversarial_files_reproduce_the_attack(kspace_run, tiny_data, tiny_unet
     """Re-read k-space == attacked k-space; it reconstructs to the attacked recon of metrics.csv."""
     from reconguard.attacks import PGD, AttackLoss, ThreatModel
     from reconguard.data import Sample, SliceDataset
-    from reconguard.metrics import psnr
+    from reconguard.metrics import magnitude, psnr
     from reconguard.models import load
     from reconguard.physics.masks import build_mask
-    from reconguard.training.evaluation import magnitude
 
     model = load(tiny_unet)
     original = SliceDataset(tiny_data / "test")
@@ -161,9 +160,8 @@ def test_image_attack_prints_table_and_respects_options(tiny_data, tmp_path, cap
 
 def test_multicoil_files_keep_coils_and_maps(tmp_path, capsys):
     from reconguard.data import Sample, SliceDataset, build_dataset
-    from reconguard.metrics import psnr
+    from reconguard.metrics import magnitude, psnr
     from reconguard.models import load
-    from reconguard.training.evaluation import magnitude
 
     build_dataset(tmp_path / "data", source="phantom", size=32, coils=2, progress=False)
     out = tmp_path / "run"

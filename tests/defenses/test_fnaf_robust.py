@@ -16,9 +16,9 @@ from reconguard.data import SliceDataset
 from reconguard.data.sample import Sample
 from reconguard.defenses.training import FNAFTraining, TrainBatch, build_strategy
 from reconguard.errors import ConfigError
+from reconguard.metrics import magnitude
 from reconguard.models import build, save
 from reconguard.physics.masks import RandomMask
-from reconguard.training.evaluation import magnitude
 
 
 def _mse(recon, target, _):

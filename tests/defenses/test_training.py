@@ -18,10 +18,10 @@ from reconguard.data import SliceDataset
 from reconguard.data.sample import Sample
 from reconguard.defenses.training import AdversarialTraining, FNAFTraining, build_strategy, feature_batch
 from reconguard.errors import ConfigError
+from reconguard.metrics import magnitude
 from reconguard.models import build, load
 from reconguard.physics.masks import RandomMask
 from reconguard.training import TrainConfig, train
-from reconguard.training.evaluation import magnitude
 
 TINY_UNET = {"chans": 4, "num_pool_layers": 2}
 SMOOTH = {"mode": "input", "samples": 2, "sigma": 0.02}

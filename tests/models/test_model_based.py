@@ -9,10 +9,11 @@ import torch
 
 import reconguard.physics.coils as coils_module
 from reconguard.models import CSTV, MoDL
-from reconguard.models.classical import gradient, gradient_adjoint, resolve_operator
+from reconguard.models.classical import gradient, gradient_adjoint
 from reconguard.models.modl import conjugate_gradient
 from reconguard.models.zero_filled import zero_filled
 from reconguard.physics import MRIOperator, RandomMask, fft2c, simulate_coil_maps
+from reconguard.physics.coils import resolve_operator
 from tests.conftest import random_complex
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from reconguard.attacks.threat import ThreatModel
+from reconguard.attacks.threat import ThreatModel, keep_largest
 
 _TINY = 1e-12
 
@@ -47,8 +47,6 @@ def scaled_noise(
     """
     noise = _gaussian(shape, like, generator) * support
     if threat.norm == "l0":
-        from reconguard.attacks.threat import keep_largest
-
         noise = keep_largest(noise, int(threat.eps))
         return noise / noise.abs().clamp_min(_TINY) * size * (noise != 0)
     if threat.norm == "l2":

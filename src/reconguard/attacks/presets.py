@@ -7,10 +7,12 @@ are defined once. Adding an attack means adding a row.
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable
 
+from reconguard.attacks import FNAF, PGD, AttackLoss, SparseKSpace, ThreatModel, fgsm
 from reconguard.errors import ConfigError
 
 #: Every option an attack can take, with its default (``None``: the preset's default).
@@ -52,8 +54,6 @@ class AttackPreset:
 
 
 def _pgd(args, threat, loss, *, steps=10, step_size=None):
-    from reconguard.attacks import PGD
-
     return PGD(
         threat,
         loss,
@@ -71,22 +71,16 @@ def _given(value: Any, default: Any) -> Any:
 
 
 def _fgsm(args, threat, loss):
-    from reconguard.attacks import fgsm
-
     if loss.reference == "clean":  # delta = 0 minimises the distance to the clean recon: zero gradient
         raise ConfigError("FGSM starts at delta = 0, where the --unsupervised loss has zero gradient; use PGD")
     return fgsm(threat, loss, seed=args.seed)
 
 
 def _sparse(args, threat, loss):
-    from reconguard.attacks import SparseKSpace
-
     return SparseKSpace(threat, loss, steps=_given(args.steps, 10), eot_samples=args.eot_samples, seed=args.seed)
 
 
 def _fnaf(args, threat, loss, *, search="random"):
-    from reconguard.attacks import FNAF
-
     return FNAF(num_candidates=args.candidates, size=args.feature_size, gamma=args.gamma, search=search,
                 seed=args.seed)
 
@@ -147,8 +141,6 @@ def build_attack(name: str, **options: Any) -> Any:
     Raises:
         ConfigError: Unknown attack/option/norm/loss, eps < 0, or options the attack does not take.
     """
-    from reconguard.attacks import AttackLoss, ThreatModel
-
     preset = ATTACKS.get(name)
     if preset is None:
         raise ConfigError(f"unknown attack {name!r}; choose one of {list(ATTACKS)}")
@@ -179,8 +171,6 @@ def build_attack(name: str, **options: Any) -> Any:
 
 def attack_table() -> str:
     """The attacks and their defaults, one wrapped line each (``--help`` epilogues)."""
-    import textwrap
-
     lines = ["attacks (defaults; the options after each name override them):"]
     for name, p in ATTACKS.items():
         budget = f"{p.domain} {p.norm}, eps {p.eps:g}: " if p.kind == "perturbation" else ""

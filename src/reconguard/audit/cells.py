@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reconguard.attacks import presets
 from reconguard.audit.config import AuditConfig
 from reconguard.errors import ConfigError
 
@@ -123,6 +124,4 @@ def build_attack(entry: dict[str, Any], *, eps: float | None, seed: int) -> Any:
     Raises:
         ConfigError: An option the attack does not take, or an impossible value.
     """
-    from reconguard.attacks.presets import build_attack as build
-
-    return build(entry["attack"], **{**entry["options"], "eps": eps, "seed": seed})
+    return presets.build_attack(entry["attack"], **{**entry["options"], "eps": eps, "seed": seed})

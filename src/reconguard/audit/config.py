@@ -42,8 +42,14 @@ from typing import Any
 
 import yaml
 
+from reconguard.attacks.presets import ATTACKS, build_attack
+from reconguard.audit.matrix import check_matrix
 from reconguard.audit.yamlcheck import Checker, Lines
+from reconguard.defenses.registry import DEFENSES
 from reconguard.errors import ConfigError, DataError
+from reconguard.models.pretrained import check_files
+from reconguard.models.registry import MODELS, unknown_model_message
+from reconguard.physics.masks import MASKS
 from reconguard.report.verdicts import GATE_MARGIN_DB
 
 _TOP = {"output", "data", "sampling", "models", "defenses", "attacks", "transfer", "seeds", "batch_size", "device",
@@ -136,22 +142,9 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
         quality_gate_db=check.number(raw.get("quality_gate_db", GATE_MARGIN_DB), ("quality_gate_db",), low=0.0),
         source=source,
     )
-    from reconguard.audit.matrix import check_matrix
 
     check_matrix(config, check.fail)
     return config
-
-
-def train_options(train: dict[str, Any]) -> dict[str, Any]:
-    """The :class:`~reconguard.training.TrainConfig` keywords of a checked ``train:`` spec, other than
-    ``model``, ``model_config``, ``init`` and the paths: ``steps`` becomes ``max_steps`` (and, without
-    ``epochs``, the whole budget)."""
-    options = {k: v for k, v in train.items() if k not in ("model", "set", "init", "robust_set", "steps")}
-    if "steps" in train:
-        options["max_steps"] = train["steps"]
-        options.setdefault("epochs", None)
-    options["robust_config"] = dict(train.get("robust_set") or {})
-    return options
 
 
 class _Checker(Checker):
@@ -179,8 +172,6 @@ class _Checker(Checker):
         return out
 
     def sampling(self, value: Any) -> dict[str, Any]:
-        from reconguard.physics.masks import MASKS
-
         sampling = self.mapping(value, ("sampling",), _SAMPLING)
         mask = self.choice(sampling.get("mask", "random"), ("sampling", "mask"), MASKS, "mask")
         raw = sampling.get("accelerations", [4])
@@ -197,8 +188,6 @@ class _Checker(Checker):
         return {"mask": mask, "accelerations": accelerations, "center_fraction": fraction}
 
     def models(self, value: Any) -> dict[str, dict[str, Any]]:
-        from reconguard.models.registry import MODELS, unknown_model_message
-
         if not isinstance(value, dict) or not value:
             raise self.fail(("models",), "expected a non-empty mapping of model names to specs")
         out = {}
@@ -236,16 +225,12 @@ class _Checker(Checker):
 
     def pretrained(self, value: Any, path: tuple) -> str:
         """The checkpoint stem of a shipped reference model, after checking its files' SHA-256."""
-        from reconguard.models.pretrained import check_files
-
         try:
             return str(check_files(value))
         except (ConfigError, DataError) as exc:
             raise self.fail(path, str(exc)) from None
 
     def train(self, value: Any, path: tuple, registry: dict, models: dict) -> dict[str, Any]:
-        from reconguard.models.registry import unknown_model_message
-
         train = self.mapping(value, path, _TRAIN)
         if "model" in train or "init" not in train:
             if not isinstance(train.get("model"), str) or train["model"] not in registry:
@@ -267,8 +252,6 @@ class _Checker(Checker):
         return dict(train)
 
     def defenses(self, value: Any, models: dict, attacks: dict) -> dict[str, dict[str, Any]]:
-        from reconguard.defenses.registry import DEFENSES
-
         if not isinstance(value, dict):
             raise self.fail(("defenses",), "expected a mapping of defense names to specs")
         out = {}
@@ -295,8 +278,6 @@ class _Checker(Checker):
         return out
 
     def attacks(self, value: Any, models: dict) -> dict[str, dict[str, Any]]:
-        from reconguard.attacks.presets import ATTACKS
-
         if not isinstance(value, dict):
             raise self.fail(("attacks",), "expected a mapping of attack names to specs")
         out = {}
@@ -327,11 +308,9 @@ class _Checker(Checker):
 
     def _attack_options(self, key: str, entry: dict[str, Any]) -> None:
         """Build the attack once per budget now, so a refused option fails before any work."""
-        from reconguard.audit.cells import build_attack
-
         for eps in entry["eps"]:
             try:
-                build_attack(entry, eps=eps, seed=0)
+                build_attack(entry["attack"], **{**entry["options"], "eps": eps, "seed": 0})
             except (ConfigError, TypeError, ValueError) as exc:
                 raise self.fail(("attacks", key), str(exc)) from None
 

@@ -15,7 +15,15 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
+from reconguard.attacks.presets import build_attack
+from reconguard.defenses import build_defense
 from reconguard.errors import ConfigError
+from reconguard.models.base import INPUT_DELTA_MODELS
+from reconguard.models.registry import build, warn_if_untrained
+from reconguard.training.presets import CPU_PRESETS
+from reconguard.training.trainer import TrainConfig
 
 Fail = Callable[[tuple, str], ConfigError]
 
@@ -27,10 +35,6 @@ def check_matrix(config: Any, fail: Fail) -> None:
         config: The :class:`~reconguard.audit.config.AuditConfig` (fields already checked).
         fail: Makes the error naming the YAML line of a key path.
     """
-    import torch
-
-    from reconguard.models.registry import build, warn_if_untrained
-
     architectures: dict[str, tuple[str, dict[str, Any]]] = {}
     for key in config.models:
         architectures[key] = _architecture(config, key, architectures, fail)
@@ -54,8 +58,6 @@ def check_matrix(config: Any, fail: Fail) -> None:
 
 def _architecture(config: Any, key: str, known: dict, fail: Fail) -> tuple[str, dict[str, Any]]:
     """``(registered name, hyper-parameters)`` of a model, read without loading any weights."""
-    from reconguard.training.presets import CPU_PRESETS
-
     spec = config.models[key]
     if spec["kind"] in ("name", "fastmri"):
         return spec["model"], spec["config"]
@@ -77,8 +79,6 @@ def _architecture(config: Any, key: str, known: dict, fail: Fail) -> tuple[str, 
 
 
 def _defense(config: Any, name: str, model_key: str, model: Any, fail: Fail) -> Any:
-    from reconguard.defenses import build_defense
-
     spec = config.defenses[name]
     path = ("defenses", name)
     if spec["defense"] == "cyclic" and config.sampling["mask"] not in ("random", "equispaced"):
@@ -97,9 +97,6 @@ def _defense(config: Any, name: str, model_key: str, model: Any, fail: Fail) -> 
 
 def _train_recipe(config: Any, key: str, architecture: tuple[str, dict[str, Any]], fail: Fail) -> None:
     """The :class:`~reconguard.training.TrainConfig` of a ``train:`` model (its budget, loss, robust mode)."""
-    from reconguard.audit.config import train_options
-    from reconguard.training.trainer import TrainConfig
-
     name, model_config = architecture
     try:
         TrainConfig(model=name, model_config=model_config, data=".", out=".",
@@ -111,11 +108,8 @@ def _train_recipe(config: Any, key: str, architecture: tuple[str, dict[str, Any]
 
 def _attack_pairings(config: Any, built: dict[str, Any], defended: dict[tuple[str, str], Any], fail: Fail) -> None:
     """A network-input attack needs every reconstructor it targets to take a network-input perturbation."""
-    from reconguard.audit.cells import build_attack
-    from reconguard.models.base import INPUT_DELTA_MODELS
-
     for name, entry in config.attacks.items():
-        attack = build_attack(entry, eps=entry["eps"][0], seed=0)
+        attack = build_attack(entry["attack"], **{**entry["options"], "eps": entry["eps"][0], "seed": 0})
         if getattr(getattr(attack, "threat", None), "support", None) != "network_input":
             continue
         targets = [(m, built[m]) for m in entry["models"]]
@@ -127,3 +121,15 @@ def _attack_pairings(config: Any, built: dict[str, Any], defended: dict[tuple[st
             if not getattr(target, "accepts_input_delta", False):
                 raise fail(("attacks", name), f"{entry['attack']} perturbs the network's input image, which {label} "
                            f"does not take (models that do: {', '.join(INPUT_DELTA_MODELS)})")
+
+
+def train_options(train: dict[str, Any]) -> dict[str, Any]:
+    """The :class:`~reconguard.training.TrainConfig` keywords of a checked ``train:`` spec, other than
+    ``model``, ``model_config``, ``init`` and the paths: ``steps`` becomes ``max_steps`` (and, without
+    ``epochs``, the whole budget)."""
+    options = {k: v for k, v in train.items() if k not in ("model", "set", "init", "robust_set", "steps")}
+    if "steps" in train:
+        options["max_steps"] = train["steps"]
+        options.setdefault("epochs", None)
+    options["robust_config"] = dict(train.get("robust_set") or {})
+    return options

@@ -14,8 +14,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from reconguard.audit.config import AuditConfig, train_options
+from reconguard.audit.config import AuditConfig
+from reconguard.audit.matrix import train_options
+from reconguard.data import build_dataset, list_volumes
 from reconguard.errors import ConfigError, DataError
+from reconguard.models import load, load_fastmri
+from reconguard.training.presets import CPU_PRESETS
+from reconguard.training.trainer import TrainConfig, train
 
 
 def data_directory(config: AuditConfig) -> Path:
@@ -31,9 +36,6 @@ def check_inputs(config: AuditConfig) -> None:
     Raises:
         DataError: Naming the file.
     """
-    from reconguard.data import list_volumes
-    from reconguard.models import load, load_fastmri
-
     if "path" in config.data:
         splits = {config.data["split"]} | {d["calibrate"] for d in config.defenses.values() if d["calibrate"]}
         for split in sorted(splits):
@@ -48,8 +50,6 @@ def check_inputs(config: AuditConfig) -> None:
 def build_data(config: AuditConfig, *, progress: bool) -> None:
     """Build the built-in data set of the config (nothing for data given by path)."""
     if "builtin" in config.data:
-        from reconguard.data import build_dataset
-
         build_dataset(data_directory(config), source=config.data["builtin"], size=config.data["size"],
                       progress=progress)
 
@@ -90,9 +90,6 @@ def train_models(config: AuditConfig, device: str, *, progress: bool) -> dict[st
 
 
 def _train(config: AuditConfig, key: str, paths: dict[str, Any], device: str, progress: bool) -> dict[str, Any]:
-    from reconguard.training.presets import CPU_PRESETS
-    from reconguard.training.trainer import TrainConfig, train
-
     spec = config.models[key]["train"]
     init, name, base = spec.get("init"), spec.get("model"), None
     if init is not None:

@@ -30,6 +30,7 @@ import contextlib
 import datetime
 import platform
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +38,23 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from reconguard import __version__
+from reconguard.attacks import BPDA
+from reconguard.attacks.transfer import transfer
 from reconguard.audit import claims, distributed, preparation
 from reconguard.audit.cells import Cell, build_attack, expand
 from reconguard.audit.config import AuditConfig
 from reconguard.audit.store import Store, Unit
+from reconguard.data import Sample, SliceDataset
+from reconguard.defenses import build_defense
+from reconguard.metrics import magnitude, slice_metrics
+from reconguard.metrics.artefacts import SHAPE_DESCRIPTORS, describe_artefact
+from reconguard.models import build, load, load_fastmri
+from reconguard.models.zero_filled import zero_filled
+from reconguard.physics.masks import build_mask
+from reconguard.physics.operators import center_crop
 
 METRICS = ("psnr", "ssim", "nmse")
 
@@ -61,8 +74,6 @@ class Workspace:
 
     @property
     def dataset(self) -> Any:
-        from reconguard.data import SliceDataset
-
         if self._dataset is None:
             self._dataset = SliceDataset(self.data_dir / self.config.data["split"])
         return self._dataset
@@ -73,15 +84,11 @@ class Workspace:
         return len(self.dataset) if limit is None else min(limit, len(self.dataset))
 
     def mask_fn(self, acceleration: float) -> Any:
-        from reconguard.physics.masks import build_mask
-
         sampling = self.config.sampling
         return build_mask(sampling["mask"], acceleration=acceleration, center_fraction=sampling["center_fraction"])
 
     def model(self, key: str) -> Any:
         if key not in self._models:
-            from reconguard.models import build, load, load_fastmri
-
             spec, where = self.config.models[key], self.model_paths[key]
             if spec["kind"] == "fastmri":
                 model = load_fastmri(where, spec["model"], **spec["config"])
@@ -98,8 +105,6 @@ class Workspace:
         """The defended model; a cyclic detector is calibrated once on clean slices of its split."""
         key = (model, name, acceleration)
         if key not in self._defenses:
-            from reconguard.defenses import build_defense
-
             spec = self.config.defenses[name]
             defense = build_defense(spec["defense"], self.model(model), **spec["settings"])
             if spec["calibrate"] and hasattr(defense, "calibrate"):
@@ -108,8 +113,6 @@ class Workspace:
         return self._defenses[key]
 
     def _calibration_batches(self, split: str, acceleration: float) -> list[tuple]:
-        from reconguard.data import Sample, SliceDataset
-
         dataset = SliceDataset(self.data_dir / split)
         count = min(len(dataset), 4 * self.config.batch_size)
         batches = []
@@ -120,8 +123,6 @@ class Workspace:
         return batches
 
     def batch(self, index: int) -> Any:
-        from reconguard.data import Sample
-
         size = self.config.batch_size
         slices = range(index * size, min(self.count(), (index + 1) * size))
         return Sample.collate([self.dataset[i] for i in slices]).to(self.device)
@@ -129,8 +130,6 @@ class Workspace:
 
 def run_unit(ws: Workspace, cell: Cell, index: int, rank: int) -> Unit:
     """Compute one work unit's records (and panels)."""
-    from reconguard.attacks import BPDA
-
     start = time.perf_counter()
     batch = ws.batch(index)
     attack = build_attack(ws.config.attacks[cell.attack], eps=cell.eps, seed=cell.seed)
@@ -151,9 +150,6 @@ def run_unit(ws: Workspace, cell: Cell, index: int, rank: int) -> Unit:
 
 def _feature_unit(batch, mask_fn, attack, through) -> tuple[list[tuple], tuple]:
     """FNAF: black-box feature search (through the defense, if any)."""
-    from reconguard.physics.operators import center_crop
-    from reconguard.training.evaluation import magnitude
-
     masked_kspace, mask = batch.undersample(mask_fn)
     result = attack(through, batch.kspace, mask, coil_maps=batch.coil_maps, max_value=batch.max_value)
     featured = center_crop(result.target, batch.target.shape[-2:])
@@ -167,9 +163,6 @@ def _feature_unit(batch, mask_fn, attack, through) -> tuple[list[tuple], tuple]:
 
 def _perturbation_unit(ws, cell, batch, mask_fn, attack, model, defended, through) -> tuple[list[tuple], tuple]:
     """PGD/FGSM/sparse: white-box (adaptive through a defense), or transfer from the cell's source."""
-    from reconguard.metrics.artefacts import SHAPE_DESCRIPTORS, describe_artefact
-    from reconguard.training.evaluation import magnitude
-
     masked_kspace, mask = batch.undersample(mask_fn)
     inputs = dict(target=batch.target, coil_maps=batch.coil_maps, max_value=batch.max_value)
     if cell.source != cell.model:
@@ -192,9 +185,6 @@ def _perturbation_unit(ws, cell, batch, mask_fn, attack, model, defended, throug
 
 def _zero_filled(batch, masked_kspace) -> dict[str, torch.Tensor]:
     """Zero-filling of the same under-sampled k-space: the baseline of the report's quality gate."""
-    from reconguard.models.zero_filled import zero_filled
-    from reconguard.training.evaluation import magnitude
-
     return {"zero_filled": magnitude(zero_filled(masked_kspace, batch.coil_maps), batch.target)}
 
 
@@ -224,15 +214,11 @@ def _extra(batch, condition: str, values: dict[str, torch.Tensor]) -> list[tuple
 
 def _transfer(attack, surrogate, model, masked_kspace, mask, inputs):
     """The surrogate's perturbation (and its noise baseline) evaluated on ``model``."""
-    from reconguard.attacks.transfer import transfer
-
     outcome = transfer(attack, surrogate, {"target": model}, masked_kspace, mask, **inputs)["target"]
     return outcome  # has clean_recon, recon, noise_recon like an AttackResult
 
 
 def _records(batch, images: dict[str, torch.Tensor], reference: torch.Tensor) -> list[tuple]:
-    from reconguard.metrics import slice_metrics
-
     rows = []
     for condition, image in images.items():
         scores = slice_metrics(reference, image, data_range=batch.max_value)
@@ -317,8 +303,6 @@ def run_audit(config: AuditConfig, *, progress: bool = True, on_unit: Callable[[
 
 def _execute(ws, cells, world, store, run_id, progress, on_unit, lease) -> None:
     """Claim units (rank 0 claims one per rank), compute them, commit them -- until every unit is done."""
-    from tqdm.auto import tqdm
-
     by_id = {c.cell_id: c for c in cells}
     batches = -(-ws.count() // ws.config.batch_size)
     plan = [(c.cell_id, b) for c in cells for b in range(batches)]
@@ -342,10 +326,6 @@ def _execute(ws, cells, world, store, run_id, progress, on_unit, lease) -> None:
 
 
 def _versions() -> dict[str, str]:
-    import sys
-
-    from reconguard import __version__
-
     return {"reconguard": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": sys.version.split()[0]}
 

@@ -314,8 +314,8 @@ class Store:
             atomic_write(path, text.getvalue())
         elif path.suffix == ".parquet":
             try:
-                import pyarrow as pa
-                import pyarrow.parquet as pq
+                import pyarrow as pa  # optional dependency (extra 'parquet')
+                import pyarrow.parquet as pq  # optional dependency (extra 'parquet')
             except ImportError:
                 raise DataError("Parquet export needs pyarrow: pip install 'reconguard[parquet]'") from None
             table = pa.table({k: [r[k] for r in rows] for k in RECORD_COLUMNS})

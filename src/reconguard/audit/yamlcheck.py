@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from reconguard.errors import ConfigError
@@ -76,8 +77,6 @@ class Checker:
         return value
 
     def device(self, value: Any, path: tuple) -> str:
-        import torch
-
         value = self.string(value, path)
         try:
             kind = torch.device(value).type

@@ -201,7 +201,7 @@ def artefact_values(error, reference) -> dict[str, Any]:
 
 def _perturbation_rows(batch, masked_kspace, mask, result, context):
     """Tidy metric rows of one batch, the cropped images for the panels, and the attacked batch."""
-    from reconguard.training.evaluation import magnitude
+    from reconguard.metrics import magnitude
 
     target, peak = batch.target, batch.max_value
     recons = {"clean": result.clean_recon, "attacked": result.recon, "noise": result.noise_recon}
@@ -221,8 +221,8 @@ def _perturbation_rows(batch, masked_kspace, mask, result, context):
 
 def _feature_rows(batch, result, context):
     """Rows of an FNAF batch: clean vs featured reconstruction, hit and feature losses."""
+    from reconguard.metrics import magnitude
     from reconguard.physics.operators import center_crop
-    from reconguard.training.evaluation import magnitude
 
     featured = center_crop(result.target, batch.target.shape[-2:])
     clean, attacked = magnitude(result.clean_recon, batch.target), magnitude(result.recon, featured)

@@ -127,7 +127,7 @@ def _evaluate_batch(batch, mask_fn, model, defense, attack, context, *, adaptive
     import torch
 
     from reconguard.attacks import BPDA
-    from reconguard.training.evaluation import magnitude
+    from reconguard.metrics import magnitude
 
     masked_kspace, mask = batch.undersample(mask_fn)
     inputs = dict(target=batch.target, coil_maps=batch.coil_maps, max_value=batch.max_value)

@@ -37,6 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from reconguard import __version__
 from reconguard.data.anatomy import ORIENTATIONS, SOURCES, load_source, slice_stacks
 from reconguard.data.fastmri import PathLike
 from reconguard.data.manifest import check_manifest
@@ -282,8 +283,6 @@ def _write_block(
 
 
 def _manifest(params: dict[str, Any], stacks: dict[str, np.ndarray], counts: dict) -> dict[str, Any]:
-    from reconguard import __version__
-
     return {
         "name": "reconguard built-in data set",
         "kspace": "simulated from magnitude images (no raw k-space)",

@@ -42,6 +42,7 @@ from reconguard.attacks.noise import scaled_noise
 from reconguard.attacks.pgd import PGD
 from reconguard.attacks.threat import ThreatModel
 from reconguard.data.sample import Sample
+from reconguard.defenses.smoothing import RandomizedSmoothing
 from reconguard.errors import ConfigError
 from reconguard.models.base import Reconstructor
 from reconguard.physics.operators import center_crop
@@ -365,7 +366,7 @@ class SmoothingTraining(CleanTraining):
         return dict(self.settings)
 
     def wrap(self, model, *, seed) -> Reconstructor:
-        return _smoothing_class()(model, **self.settings, seed=derive_seed(*seed))
+        return RandomizedSmoothing(model, **self.settings, seed=derive_seed(*seed))
 
 
 STRATEGIES: dict[str, type[CleanTraining]] = {
@@ -397,20 +398,9 @@ def build_strategy(robust: str, options: dict[str, Any] | None = None, *, loss: 
         raise ConfigError(f"invalid {robust} training options {options}: {exc}") from None
 
 
-def _smoothing_class() -> type:
-    try:
-        from reconguard.defenses.smoothing import RandomizedSmoothing
-    except ImportError:
-        raise ConfigError(
-            "smoothing-aware training needs reconguard.defenses.smoothing.RandomizedSmoothing, "
-            "which this installation lacks"
-        ) from None
-    return RandomizedSmoothing
-
-
 def _smoothing_settings(options: dict[str, Any]) -> dict[str, Any]:
     """``options`` checked against RandomizedSmoothing's keyword parameters, defaults filled in."""
-    signature = list(inspect.signature(_smoothing_class().__init__).parameters.values())[2:]  # self, model
+    signature = list(inspect.signature(RandomizedSmoothing.__init__).parameters.values())[2:]  # self, model
     params = {p.name: p for p in signature if p.name != "seed" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
     unknown = sorted(set(options) - set(params))
     _require(not unknown, f"unknown smooth training option(s) {unknown}; it accepts {sorted(params)}")

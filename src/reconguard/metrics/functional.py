@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from reconguard.errors import ConfigError, DataError
+from reconguard.physics.operators import center_crop
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 DataRange = Union[float, torch.Tensor]
@@ -321,3 +322,12 @@ def _maxval(target: torch.Tensor, maxval: float | None, name: str) -> float:
     if not peak > 0:
         raise DataError(f"{name}: target maximum is {peak}, not > 0; pass maxval explicitly")
     return peak
+
+
+def magnitude(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Magnitude of a reconstruction, centre-cropped to the target's size.
+
+    Shapes:
+        recon: ``(B, 1, H, W)`` complex; target: ``(B, 1, h, w)`` -> ``(B, 1, h, w)`` real
+    """
+    return center_crop(recon.abs(), target.shape[-2:])

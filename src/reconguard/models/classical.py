@@ -1,9 +1,8 @@
 """Classical model-based reconstruction: total-variation compressed sensing.
 
-Also home of the two helpers that every model-based reconstructor (this one and
-:class:`~reconguard.models.modl.MoDL`) shares: :func:`resolve_operator`, which turns the
-reconstructor inputs into an :class:`~reconguard.physics.operators.MRIOperator`, and
-:func:`instance_scale`, which makes them independent of the arbitrary scale of k-space.
+Also home of :func:`instance_scale`, which every model-based reconstructor uses to make its
+weights independent of the arbitrary scale of k-space (the forward operator comes from
+:func:`reconguard.physics.resolve_operator`).
 """
 
 from __future__ import annotations
@@ -13,36 +12,8 @@ from torch.nn import functional as F
 
 from reconguard.errors import require
 from reconguard.models.base import ReconstructorModule
+from reconguard.physics.coils import resolve_operator
 from reconguard.physics.operators import MRIOperator
-
-
-def resolve_operator(
-    masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None
-) -> MRIOperator:
-    """The forward operator of the acquisition, estimating coil maps when they are missing.
-
-    Single-coil data without maps use the plain Fourier operator; multi-coil data without maps get
-    ESPIRiT maps from the auto-calibration lines
-    (:func:`reconguard.physics.coils.estimate_coil_maps`). That estimate runs without autograd,
-    so gradients w.r.t. k-space treat the maps as fixed calibration (the perturbation's effect on
-    the maps is not seen by a white-box attack).
-
-    Args:
-        masked_kspace: Under-sampled k-space.
-        mask: Boolean sampling mask.
-        coil_maps: Known coil sensitivities or ``None``.
-
-    Returns:
-        ``A = M F S`` mapping a ``(B, 1, H, W)`` image to ``(B, C, H, W)`` k-space.
-
-    Shapes:
-        masked_kspace: ``(B, C, H, W)``; coil_maps: ``(B, C, H, W)`` or ``None``
-    """
-    if coil_maps is None and masked_kspace.shape[1] > 1:
-        from reconguard.physics.coils import estimate_coil_maps  # lazy: heavy, and optional
-
-        coil_maps = estimate_coil_maps(masked_kspace, mask)
-    return MRIOperator(mask, coil_maps)
 
 
 def instance_scale(image: torch.Tensor) -> torch.Tensor:

@@ -23,8 +23,9 @@ from torch.nn import functional as F
 
 from reconguard.errors import require
 from reconguard.models.base import ReconstructorModule
-from reconguard.models.classical import instance_scale, resolve_operator
+from reconguard.models.classical import instance_scale
 from reconguard.models.rim import channels_to_complex, complex_to_channels, data_gradient
+from reconguard.physics.coils import resolve_operator
 from reconguard.physics.operators import MRIOperator
 
 
@@ -216,7 +217,7 @@ class IRIM(ReconstructorModule):
     (:class:`InvertibleChain`), so its memory is that of one step whatever ``num_steps``; set it
     to ``False`` for ordinary autograd (same gradients up to float round-off). Without
     ``coil_maps`` multi-coil data get ESPIRiT maps
-    (:func:`~reconguard.models.classical.resolve_operator`).
+    (:func:`~reconguard.physics.resolve_operator`).
 
     The defaults are CPU-sized. The published fastMRI i-RIM (Putzky et al., arXiv:1910.08952)
     used a 64-channel state and 8 steps, each an invertible multi-scale U-Net, hundreds of

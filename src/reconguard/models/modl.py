@@ -16,7 +16,8 @@ from torch.nn import functional as F
 
 from reconguard.errors import require
 from reconguard.models.base import ReconstructorModule
-from reconguard.models.classical import instance_scale, resolve_operator
+from reconguard.models.classical import instance_scale
+from reconguard.physics.coils import resolve_operator
 
 _CG_RELATIVE_TOLERANCE = 1e-5  # ||residual|| / ||rhs|| below which CG stops (float32 resolution)
 
@@ -118,7 +119,7 @@ class MoDL(ReconstructorModule):
     parametrised by a softplus so it stays positive. The data are divided by the per-instance
     maximum of ``|A^H y|`` before and multiplied back after, so the network sees images of
     maximum ~1 whatever the scale of k-space. Without ``coil_maps`` multi-coil data get ESPIRiT
-    maps (see :func:`~reconguard.models.classical.resolve_operator`).
+    maps (see :func:`~reconguard.physics.resolve_operator`).
 
     A network-input perturbation ``input_delta`` is added to ``A^H y`` (after the scale is taken
     from the unperturbed ``A^H y``), and so enters the first denoiser *and* every

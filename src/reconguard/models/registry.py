@@ -12,13 +12,17 @@ import difflib
 import inspect
 import json
 import os
+import pickle
 import re
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
+from reconguard import __version__
 from reconguard.errors import ConfigError, DataError
 from reconguard.files import atomic_paths
 from reconguard.models.base import ReconstructorModule
@@ -118,10 +122,6 @@ def save(model: ReconstructorModule, path: str | os.PathLike, *, half: bool = Fa
     Returns:
         The path of the JSON config (pass it, or the path given here, to :func:`load`).
     """
-    from safetensors.torch import save_file
-
-    from reconguard import __version__
-
     if MODELS.get(getattr(model, "name", None)) is not type(model):
         raise ConfigError(f"can only save registered models ({sorted(MODELS)}), got {type(model).__name__}")
     weights_file, config_file = _files(path)
@@ -173,8 +173,6 @@ def load(path_or_name: str | os.PathLike, **overrides: Any) -> ReconstructorModu
         return model
     if isinstance(path_or_name, str) and _looks_like_a_name(path_or_name):
         raise ConfigError(unknown_model_message(path_or_name) + ", or give a checkpoint path")
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     weights_file, config_file = _files(path_or_name)
     try:
@@ -241,8 +239,6 @@ def infer_fastmri_config(name: str, state: dict[str, torch.Tensor]) -> dict[str,
 
 
 def _read_fastmri(path: Path, name: str) -> dict[str, torch.Tensor]:
-    import pickle
-
     try:
         with warnings.catch_warnings():  # torch's notes on foreign pickle protocols are not the user's concern
             warnings.simplefilter("ignore")

@@ -17,7 +17,8 @@ from torch import nn
 
 from reconguard.errors import require
 from reconguard.models.base import ReconstructorModule
-from reconguard.models.classical import instance_scale, resolve_operator
+from reconguard.models.classical import instance_scale
+from reconguard.physics.coils import resolve_operator
 from reconguard.physics.operators import MRIOperator
 
 
@@ -114,7 +115,7 @@ class RIM(ReconstructorModule):
     and multiplied back after (:func:`~reconguard.models.classical.instance_scale`). Only the final
     estimate is returned (RIM training usually averages the loss over all time steps). Without
     ``coil_maps`` multi-coil data get ESPIRiT maps
-    (:func:`~reconguard.models.classical.resolve_operator`).
+    (:func:`~reconguard.physics.resolve_operator`).
 
     The defaults are CPU-sized. The published MRI configuration (Lønning et al.; also the RIM
     defaults of DIRECT/mridc) is ``num_steps=8`` with 64 features per convolution and per GRU.

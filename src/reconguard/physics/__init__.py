@@ -1,6 +1,6 @@
 """MRI physics: the only place that knows FFTs, sampling masks and coil sensitivities."""
 
-from reconguard.physics.coils import estimate_coil_maps, rss, simulate_coil_maps
+from reconguard.physics.coils import estimate_coil_maps, resolve_operator, rss, simulate_coil_maps
 from reconguard.physics.fft import fft2c, ifft2c
 from reconguard.physics.masks import (
     EquispacedMask,
@@ -16,6 +16,7 @@ __all__ = [
     "MRIOperator",
     "MaskGenerator",
     "Operator",
+    "resolve_operator",
     "RandomMask",
     "VariableDensityMask",
     "build_mask",

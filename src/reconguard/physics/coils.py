@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from reconguard.errors import ConfigError
-from reconguard.physics.operators import validate_kspace
+from reconguard.physics.operators import MRIOperator, validate_kspace
 
 
 def rss(coil_images: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -263,3 +263,30 @@ def _image_space_operator(
     # Image pixels use centred coordinates (as ifft2c), hence the fftshift.
     operator = torch.fft.fftshift(torch.fft.ifft2(grid, norm="forward"), dim=(-2, -1)) / k**2
     return operator.permute(0, 3, 4, 1, 2)
+
+
+def resolve_operator(
+    masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None
+) -> MRIOperator:
+    """The forward operator of the acquisition, estimating coil maps when they are missing.
+
+    Single-coil data without maps use the plain Fourier operator; multi-coil data without maps get
+    ESPIRiT maps from the auto-calibration lines
+    (:func:`reconguard.physics.coils.estimate_coil_maps`). That estimate runs without autograd,
+    so gradients w.r.t. k-space treat the maps as fixed calibration (the perturbation's effect on
+    the maps is not seen by a white-box attack).
+
+    Args:
+        masked_kspace: Under-sampled k-space.
+        mask: Boolean sampling mask.
+        coil_maps: Known coil sensitivities or ``None``.
+
+    Returns:
+        ``A = M F S`` mapping a ``(B, 1, H, W)`` image to ``(B, C, H, W)`` k-space.
+
+    Shapes:
+        masked_kspace: ``(B, C, H, W)``; coil_maps: ``(B, C, H, W)`` or ``None``
+    """
+    if coil_maps is None and masked_kspace.shape[1] > 1:
+        coil_maps = estimate_coil_maps(masked_kspace, mask)
+    return MRIOperator(mask, coil_maps)

@@ -49,8 +49,8 @@ def headless_chromium(width: int = 1280, height: int = 900) -> Iterator[Any]:
     reason = missing_requirement()
     if reason is not None:
         raise ConfigError(f"headless browser unavailable: {reason}")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    from selenium import webdriver  # optional dependency (extra 'browser')
+    from selenium.webdriver.chrome.service import Service  # optional dependency (extra 'browser')
 
     options = webdriver.ChromeOptions()
     options.binary_location = _browser_binary()

@@ -10,7 +10,7 @@ seed and acceleration), per slice:
   minus the undefended model's attacked PSNR.
 
 Seeds are averaged per slice, then a percentile bootstrap over slices gives a 95 % interval
-(:func:`reconguard.audit.reproduce.common.bootstrap_ci`); an interval that contains 0 is
+(:func:`reconguard.metrics.bootstrap_ci`); an interval that contains 0 is
 reported as "no measurable effect". Defenses with a detector (the cyclic defense with a
 calibrated threshold) also record, per slice and input, whether it flagged the input
 (metric ``flagged``): flagged attacked inputs are true alarms, flagged clean inputs false alarms.
@@ -23,6 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from reconguard.metrics import bootstrap_ci
 from reconguard.report.summary import is_perturbation, is_white_box, mean, sort_key
 from reconguard.report.tables import show
 
@@ -66,8 +67,6 @@ class Interval:
 
 def interval(values: Sequence[float | None], *, level: float = LEVEL) -> Interval | None:
     """Mean and percentile-bootstrap interval of the finite ``values`` (``None`` if there are none)."""
-    from reconguard.audit.reproduce.common import bootstrap_ci
-
     finite = [float(v) for v in values if v is not None and math.isfinite(v)]
     if not finite:
         return None

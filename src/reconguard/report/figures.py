@@ -92,8 +92,8 @@ def attack_panel(
     Shapes:
         every image and feature_mask: ``(h, w)`` (leading singleton dims are dropped)
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # optional dependency (extra 'plot'): imported on use
+    from matplotlib.figure import Figure  # optional dependency (extra 'plot'): imported on use
 
     images = {"target": _image(target, "target"), "clean": _image(clean_recon, "clean_recon")}
     images["attacked"] = _image(attacked_recon, "attacked_recon")

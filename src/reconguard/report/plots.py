@@ -31,8 +31,8 @@ def save_png_pdf(fig: Any, directory: Path, name: str) -> tuple[Path, Path]:
 
 
 def _figure(width: float, height: float, layout: str | None = "constrained") -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # optional dependency (extra 'plot'): imported on use
+    from matplotlib.figure import Figure  # optional dependency (extra 'plot'): imported on use
 
     fig = Figure(figsize=(width, height), layout=layout)
     FigureCanvasAgg(fig)
@@ -41,7 +41,7 @@ def _figure(width: float, height: float, layout: str | None = "constrained") -> 
 
 def _colors(pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Any]:
     """One colour per model x defense: the model's dark tab20 shade undefended, its light shade defended."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # optional dependency (extra 'plot'): imported on use
 
     cycle = colormaps["tab20"].colors
     models = sorted({model for model, _ in pairs})
@@ -215,7 +215,7 @@ def transfer_heatmap(rows: Sequence[dict[str, Any]]) -> Any:
 
 
 def _frame(i: int) -> Any:
-    from matplotlib.patches import Rectangle
+    from matplotlib.patches import Rectangle  # optional dependency (extra 'plot'): imported on use
 
     return Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=1.5)
 
@@ -232,7 +232,7 @@ def defense_tradeoff(rows: Sequence[dict[str, Any]]) -> Any:
     Raises:
         DataError: No defended cell with an undefended twin.
     """
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # optional dependency (extra 'plot'): imported on use
 
     effects = [e for e in defense_effects(rows) if e.cost is not None]
     if not effects:
@@ -332,8 +332,8 @@ def view_png(image: np.ndarray, *, vmax: float, cmap: str = "gray", outline: np.
     Shapes:
         image, outline: ``(h, w)``
     """
-    from matplotlib import colormaps
-    from matplotlib.image import imsave
+    from matplotlib import colormaps  # optional dependency (extra 'plot'): imported on use
+    from matplotlib.image import imsave  # optional dependency (extra 'plot'): imported on use
 
     scaled = np.clip(np.nan_to_num(image / (vmax if vmax > 0 else 1.0)), 0.0, 1.0)
     rgba = colormaps[cmap](scaled, bytes=True)

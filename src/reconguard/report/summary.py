@@ -16,6 +16,9 @@ import math
 from collections import defaultdict
 from typing import Any, Callable, Iterable, Sequence
 
+import torch
+
+from reconguard.metrics.artefacts import classify_artefact
 from reconguard.report.tables import csv_text, show
 
 #: Columns that identify a cell.
@@ -208,10 +211,6 @@ ARTEFACT_HEADER = ("model", "defense", "attack", "source", "eps", "accel.", "spe
 def artefact_label(means: dict[str, float]) -> str:
     """:func:`reconguard.metrics.classify_artefact`'s rule applied to mean descriptors (keys
     :data:`ARTEFACTS`): ``"edge-like"``, ``"noise-like"`` or ``"structured"``."""
-    import torch
-
-    from reconguard.metrics.artefacts import classify_artefact
-
     return classify_artefact({"rms": torch.ones(1), **{d: torch.tensor([means[d]]) for d in ARTEFACTS}})[0]
 
 

@@ -11,10 +11,9 @@ import torch
 from tqdm.auto import tqdm
 
 from reconguard.data.sample import Sample
-from reconguard.metrics import volume_nmse, volume_psnr, volume_ssim
+from reconguard.metrics import magnitude, volume_nmse, volume_psnr, volume_ssim
 from reconguard.models.base import Reconstructor
 from reconguard.physics.masks import MaskGenerator
-from reconguard.physics.operators import center_crop
 
 
 @dataclass(frozen=True)
@@ -26,15 +25,6 @@ class VolumeMetrics:
     psnr: float
     ssim: float
     nmse: float
-
-
-def magnitude(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Magnitude of a reconstruction, centre-cropped to the target's size.
-
-    Shapes:
-        recon: ``(B, 1, H, W)`` complex; target: ``(B, 1, h, w)`` -> ``(B, 1, h, w)`` real
-    """
-    return center_crop(recon.abs(), target.shape[-2:])
 
 
 @torch.no_grad()

@@ -53,12 +53,12 @@ from reconguard.data.sample import Sample
 from reconguard.defenses.training import ROBUST_MODES, CleanTraining, build_strategy, derive_seed
 from reconguard.errors import ConfigError, DataError
 from reconguard.files import atomic_path, atomic_write
-from reconguard.metrics import ssim_loss
+from reconguard.metrics import magnitude, ssim_loss
 from reconguard.models import registry
 from reconguard.physics.coils import estimate_coil_maps
 from reconguard.physics.masks import MASKS, MaskGenerator, build_mask
 from reconguard.physics.operators import MRIOperator, center_crop
-from reconguard.training.evaluation import evaluate, magnitude, summarize
+from reconguard.training.evaluation import evaluate, summarize
 
 LOSSES = ("l1", "mse", "ssim")
 TARGETS = ("magnitude", "complex")

@@ -27,9 +27,9 @@ from tqdm.auto import tqdm
 
 from reconguard.attacks.base import reconstruct_under
 from reconguard.attacks.presets import build_attack
-from reconguard.audit.reproduce.common import ClaimRow, ReproContext, bootstrap_ci
+from reconguard.audit.reproduce.common import ClaimRow, ReproContext
 from reconguard.data import Sample, SliceDataset
-from reconguard.metrics import psnr
+from reconguard.metrics import bootstrap_ci, psnr
 from reconguard.models import load
 from reconguard.physics.masks import build_mask
 from reconguard.physics.operators import center_crop

@@ -19,9 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-import torch
-
 from reconguard.files import atomic_write
 
 VERDICTS = ("reproduced", "direction only", "not reproduced", "not run")
@@ -84,25 +81,6 @@ class ClaimRow:
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
-
-
-def bootstrap_ci(values: Sequence[float] | torch.Tensor, *, level: float = 0.95, draws: int = 2000,
-                 seed: int = 0) -> tuple[float, float, float]:
-    """Mean and percentile-bootstrap interval of the mean, ``(mean, low, high)``.
-
-    One value gives a zero-width interval (there is nothing to resample).
-    """
-    data = np.asarray(torch.as_tensor(values, dtype=torch.float64).flatten().cpu(), dtype=np.float64)
-    if data.size == 0 or not np.isfinite(data).all():
-        raise ValueError("bootstrap_ci needs at least one finite value")
-    mean = float(data.mean())
-    if data.size == 1:
-        return mean, mean, mean
-    rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, data.size, size=(draws, data.size))].mean(axis=1)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return mean, float(low), float(high)
 
 
 def verdict(paper: float, ci: tuple[float, float], *, tolerance: float) -> str:

@@ -36,10 +36,10 @@ from tqdm.auto import tqdm
 
 from reconguard.attacks import BPDA, PenalizedPGD
 from reconguard.attacks.presets import build_attack
-from reconguard.audit.reproduce.common import ClaimRow, ReproContext, bootstrap_ci, verdict
+from reconguard.audit.reproduce.common import ClaimRow, ReproContext, verdict
 from reconguard.data import Sample, SliceDataset
 from reconguard.defenses.cyclic import CyclicMitigation
-from reconguard.metrics import foreground_psnr, psnr
+from reconguard.metrics import bootstrap_ci, foreground_psnr, psnr
 from reconguard.models import load
 from reconguard.physics.fft import fft2c
 from reconguard.physics.masks import build_mask

@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from reconguard.attacks.presets import build_attack
-from reconguard.audit.reproduce.common import ClaimRow, ReproContext, bootstrap_ci, verdict
+from reconguard.audit.reproduce.common import ClaimRow, ReproContext, verdict
 from reconguard.audit.reproduce.cyclic import (
     CLEAN_COST_LIMIT,
     DEPARTURES,
@@ -42,6 +42,7 @@ from reconguard.audit.reproduce.cyclic import (
 )
 from reconguard.defenses.cyclic import CyclicMitigation
 from reconguard.files import atomic_write
+from reconguard.metrics import bootstrap_ci
 from reconguard.models import load
 from reconguard.physics.masks import build_mask
 from reconguard.training import train

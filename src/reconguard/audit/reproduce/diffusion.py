@@ -43,10 +43,10 @@ from tqdm.auto import tqdm
 
 from reconguard.attacks import PGD, AttackLoss, ThreatModel
 from reconguard.attacks.base import reconstruct_under
-from reconguard.audit.reproduce.common import ClaimRow, ReproContext, bootstrap_ci, write_table
+from reconguard.audit.reproduce.common import ClaimRow, ReproContext, write_table
 from reconguard.data import Sample, SliceDataset
 from reconguard.files import atomic_path
-from reconguard.metrics import describe_artefact, slice_metrics
+from reconguard.metrics import bootstrap_ci, describe_artefact, slice_metrics
 from reconguard.models import load
 from reconguard.models.zero_filled import zero_filled
 from reconguard.physics.masks import RandomMask

@@ -35,17 +35,17 @@ from torch.utils.data import DataLoader, Subset
 
 from reconguard.attacks.fnaf import FNAF, PAPER_PIXELS
 from reconguard.attacks.insertion import input_std
-from reconguard.audit.reproduce.common import ClaimRow, ReproContext, bootstrap_ci, verdict, write_table
+from reconguard.audit.reproduce.common import ClaimRow, ReproContext, verdict, write_table
 from reconguard.data import SliceDataset
 from reconguard.data.sample import Sample
 from reconguard.defenses.training import derive_seed
 from reconguard.errors import ConfigError
 from reconguard.files import atomic_write
-from reconguard.metrics import slice_metrics
+from reconguard.metrics import bootstrap_ci, magnitude, slice_metrics
 from reconguard.models import load
 from reconguard.physics.masks import build_mask
 from reconguard.training import TrainConfig, train
-from reconguard.training.evaluation import evaluate, magnitude, summarize
+from reconguard.training.evaluation import evaluate, summarize
 
 PAPER_RATE, PAPER_ROBUST_RATE, PAPER_SSIM = 84.0, 12.7, (0.7213, 0.7197)
 SOURCE = "Cheng et al., MIDL 2020 (PMLR 121:121-135), U-Net, 4x, random search"

@@ -9,10 +9,11 @@ from torch.nn import functional as F
 
 from reconguard.errors import DataError, require
 from reconguard.models.base import ReconstructorModule, SeededNoise
-from reconguard.models.classical import instance_scale, resolve_operator
+from reconguard.models.classical import instance_scale
 from reconguard.models.diffusion.sampler import GUIDANCES, DDIMSampler, to_channels
 from reconguard.models.diffusion.schedule import PREDICTIONS, SCHEDULES, NoiseSchedule
 from reconguard.models.diffusion.unet import TimeUNet
+from reconguard.physics.coils import resolve_operator
 from reconguard.physics.fft import fft2c, ifft2c
 
 # fastMRI's centre fraction at 8x (0.32 / 8): every mask of reconguard.physics.masks acquires this
@@ -103,7 +104,7 @@ class DiffusionReconstructor(SeededNoise, ReconstructorModule):
     Single-coil outputs match the acquired samples exactly (``M F x == y`` to float32 round-off;
     an average of consistent images is consistent); for what holds with multi-coil data see
     :mod:`reconguard.models.diffusion.sampler`. Multi-coil data without ``coil_maps`` get ESPIRiT
-    maps (:func:`reconguard.models.classical.resolve_operator`).
+    maps (:func:`reconguard.physics.resolve_operator`).
 
     **Randomness**: every call draws fresh noise from an internal generator seeded with ``seed``
     at construction (one per device); :meth:`manual_seed` restarts it, so the same seed gives the
