@@ -21,7 +21,7 @@ def test_reproduce_all_quick(tmp_path, capsys):
                  "--quiet"]) == 0
     rows = json.loads((tmp_path / "out" / "claims.json").read_text())
     claims = {row["claim"].split("/")[0] for row in rows}
-    assert claims == {"cyclic", "fnaf", "fnaf-robust", "diffusion", "pgd-vs-noise", "transfer"}
+    assert claims == {"cyclic", "cyclic-sweep", "fnaf", "fnaf-robust", "diffusion", "pgd-vs-noise", "transfer"}
     assert all(row["verdict"] in VERDICTS for row in rows)
     for name in ("unet", "modl", "varnet"):  # the demo's models ship, so their claims ran
         assert name in pretrained.pretrained_names()

@@ -2,7 +2,10 @@
 
 :func:`build_attack` turns a name and options into an attack object; ``reconguard attack``,
 ``defend``, ``transfer`` and the audit all build their attacks here, so an attack and its defaults
-are defined once. Adding an attack means adding a row.
+are defined once. Adding an attack means adding a row. :data:`OPTIONS` is the one table of the
+options an attack can take -- type, range, default and help: the command-line flags of
+``reconguard attack/defend/transfer`` and the checks of an audit config's ``attacks:`` entries are
+generated from it, so a new option is a row here plus its use in the attack.
 """
 
 from __future__ import annotations
@@ -13,14 +16,52 @@ from types import SimpleNamespace
 from typing import Any, Callable
 
 from reconguard.attacks import FNAF, PGD, AttackLoss, SparseKSpace, ThreatModel, fgsm
+from reconguard.attacks.threat import MAX_EPS
 from reconguard.errors import ConfigError
 
-#: Every option an attack can take, with its default (``None``: the preset's default).
-OPTIONS: dict[str, Any] = {
-    "eps": None, "norm": None, "relative": True, "amplitude": 1.0, "steps": None, "step_size": None,
-    "restarts": None, "loss": None, "unsupervised": False, "eot_samples": None, "candidates": 11,
-    "feature_size": 10, "gamma": 1e-3, "seed": 0,
-}  # fmt: skip
+
+@dataclass(frozen=True)
+class Option:
+    """One option an attack can take.
+
+    Attributes:
+        kind: ``int``, ``float``, ``bool`` or ``str``.
+        default: The value when not given (``None``: the attack's preset default).
+        low, strict, high: Range of a number: ``>= low`` (``> low`` when ``strict``), ``<= high``.
+        help: One line for ``--help`` (the default is appended).
+        metavar: How ``--help`` shows the value.
+        off: For a ``bool`` that defaults to ``True``: the flag that sets it ``False``, and its help.
+    """
+
+    kind: type
+    default: Any = None
+    low: float = 0.0
+    strict: bool = False
+    high: float | None = None
+    help: str = ""
+    metavar: str | None = None
+    off: tuple[str, str] | None = None
+
+
+#: Every option an attack can take (``seed`` and ``eps`` come from an audit's ``seeds`` and ``eps``).
+OPTIONS: dict[str, Option] = {
+    "eps": Option(float, help="budget; for sparse-kspace the number of spikes (<= 1e6, checked by the threat)"),
+    "norm": Option(str, metavar="l2|linf", help="budget norm"),
+    "relative": Option(bool, True, help="eps relative to the measurement (see the attacks below)",
+                       off=("--absolute", "eps in raw data units")),
+    "amplitude": Option(float, 1.0, strict=True, high=MAX_EPS, help="sparse-kspace: spike modulus / max|y|"),
+    "steps": Option(int, low=1, help="iterations"),
+    "step_size": Option(float, strict=True, help="step as a fraction of the budget"),
+    "restarts": Option(int, low=1, help="random restarts, best kept per slice"),
+    "loss": Option(str, metavar="mse|l1|ssim|relative_l2", help="attack objective (mse for most)"),
+    "unsupervised": Option(bool, False, help="maximise the distance to the clean recon, not the target"),
+    "eot_samples": Option(int, low=1, help="draws of a stochastic model (diffusion, smoothing) averaged per step "
+                          "(8 for those, else 1)"),
+    "candidates": Option(int, 11, low=1, help="fnaf: random features per slice"),
+    "feature_size": Option(int, 10, low=1, help="fnaf: pixels per feature"),
+    "gamma": Option(float, 1e-3, strict=True, help="fnaf: hit threshold on the missing-feature MSE"),
+    "seed": Option(int, 0, help="seed of random starts, features and the noise baseline"),
+}
 
 
 @dataclass(frozen=True)
@@ -147,7 +188,7 @@ def build_attack(name: str, **options: Any) -> Any:
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise ConfigError(f"unknown attack option(s) {unknown}; choose from {sorted(OPTIONS)}")
-    args = SimpleNamespace(**{**OPTIONS, **options})
+    args = SimpleNamespace(**{**{k: o.default for k, o in OPTIONS.items()}, **options})
     given = {"steps": args.steps, "step_size": args.step_size, "restarts": args.restarts, "loss": args.loss,
              "unsupervised": args.unsupervised or None, "eps": args.eps, "norm": args.norm,
              "eot_samples": args.eot_samples}

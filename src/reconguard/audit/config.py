@@ -42,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from reconguard.attacks.presets import ATTACKS, build_attack
+from reconguard.attacks.presets import ATTACKS, OPTIONS, build_attack
 from reconguard.audit.matrix import check_matrix
 from reconguard.audit.yamlcheck import Checker, Lines
 from reconguard.defenses.registry import DEFENSES
@@ -61,13 +61,8 @@ _MODEL = {*_MODEL_SOURCES, "kind", "config"}
 _TRAIN = {"model", "set", "epochs", "steps", "max_minutes", "robust", "robust_set", "init", "lr", "loss",
           "batch_size"}
 _DEFENSE = {"defense", "settings", "calibrate", "models", "attacks"}
-#: Every attack option with its type: ``(int, low)``, ``(float, low, strict)``, ``bool`` or ``str``.
-ATTACK_OPTION_TYPES: dict[str, Any] = {
-    "norm": str, "relative": bool, "amplitude": (float, 0.0, True), "steps": (int, 1), "step_size": (float, 0.0, True),
-    "restarts": (int, 1), "loss": str, "unsupervised": bool, "eot_samples": (int, 1), "candidates": (int, 1),
-    "feature_size": (int, 1), "gamma": (float, 0.0, True),
-}  # fmt: skip
-_ATTACK_OPTIONS = set(ATTACK_OPTION_TYPES)
+#: The attack options an ``attacks:`` entry may set (the budget is ``eps``, the seeds are ``seeds``).
+_ATTACK_OPTIONS = {k: v for k, v in OPTIONS.items() if k not in ("eps", "seed")}
 _ATTACK = {"attack", "eps", "models", *_ATTACK_OPTIONS}
 _TRANSFER = {"source", "targets", "attacks"}
 BUILTIN = ("mni152", "colin27", "phantom")
@@ -288,8 +283,8 @@ class _Checker(Checker):
             spec = self.mapping(spec if spec is not None else {}, path, _ATTACK)
             name = self.choice(spec.get("attack", key), (*path, "attack"), ATTACKS, "attack")
             preset = ATTACKS[name]
-            options = {k: self.option(spec[k], (*path, k), kind)
-                       for k, kind in ATTACK_OPTION_TYPES.items() if k in spec}
+            options = {k: self.option(spec[k], (*path, k), option)
+                       for k, option in _ATTACK_OPTIONS.items() if k in spec}
             entry: dict[str, Any] = {"attack": name, "options": options,
                                      "models": self.names(spec.get("models", list(models)), (*path, "models"), models)}
             if preset.kind == "perturbation":

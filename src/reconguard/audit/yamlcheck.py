@@ -86,15 +86,18 @@ class Checker:
             raise self.fail(path, f"{value}: CUDA is not available on this machine")
         return value
 
-    def option(self, value: Any, path: tuple, kind: Any) -> Any:
-        """A value of :data:`ATTACK_OPTION_TYPES`' ``kind``."""
-        if kind is bool:
+    def option(self, value: Any, path: tuple, option: Any) -> Any:
+        """A value of an attack option (:class:`reconguard.attacks.presets.Option`)."""
+        if option.kind is bool:
             return self.boolean(value, path)
-        if kind is str:
+        if option.kind is str:
             return self.string(value, path)
-        if kind[0] is int:
-            return self.integer(value, path, low=kind[1])
-        return self.number(value, path, low=kind[1], strict=kind[2])
+        if option.kind is int:
+            return self.integer(value, path, low=int(option.low))
+        number = self.number(value, path, low=option.low, strict=option.strict)
+        if option.high is not None and number > option.high:
+            raise self.fail(path, f"expected a number <= {option.high:g}, got {value!r}")
+        return number
 
     def boolean(self, value: Any, path: tuple) -> bool:
         if not isinstance(value, bool):

@@ -17,15 +17,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from reconguard.attacks.presets import ATTACKS, attack_table
+from reconguard.attacks.presets import ATTACKS, OPTIONS, attack_table
 from reconguard.cli.options import (
     NON_NEGATIVE_INT,
-    NON_NEGATIVE_NUMBER,
     POSITIVE_INT,
-    POSITIVE_NUMBER,
     add_device_option,
     add_sampling_options,
     check_device,
+    integer,
     number,
 )
 
@@ -58,33 +57,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_attack_options(parser: argparse.ArgumentParser) -> None:
-    """The options that choose and configure an attack (shared with ``reconguard transfer``)."""
-    arg = parser.add_argument
-    arg("--attack", default="pgd-kspace", metavar="|".join(ATTACKS), help="attack (default: pgd-kspace)")
-    arg("--eps", type=NON_NEGATIVE_NUMBER, default=None,
-        help="budget, <= 1e6; for sparse-kspace the number of spikes (default: per attack)")
-    arg("--norm", default=None, metavar="l2|linf", help="budget norm (default: per attack)")
-    scale = parser.add_mutually_exclusive_group()
-    scale.add_argument("--relative", dest="relative", action="store_true", default=True,
-                       help="eps relative to the measurement (default; see the attacks below)")
-    scale.add_argument("--absolute", dest="relative", action="store_false", help="eps in raw data units")
-    arg("--amplitude", type=number(0.0, strict=True, high=1e6), default=1.0,
-        help="sparse-kspace: spike modulus / max|y| (default: 1)")
-    arg("--steps", type=POSITIVE_INT, default=None, help="iterations (default: per attack)")
-    arg("--step-size", type=POSITIVE_NUMBER, default=None,
-        help="step as a fraction of the budget (default: per attack)")
-    arg("--restarts", type=POSITIVE_INT, default=None, help="random restarts, best kept per slice (default: 1)")
-    arg("--loss", default=None, metavar="mse|l1|ssim|relative_l2",
-        help="attack objective (default: the attack's; mse for most)")
-    arg("--unsupervised", action="store_true", help="maximise the distance to the clean recon, not the target")
-    arg("--eot-samples", type=POSITIVE_INT, default=None,
-        help="draws of a stochastic model (diffusion, smoothing) averaged per step (default: 8 for those, else 1)")
-    arg("--candidates", type=POSITIVE_INT, default=11, help="fnaf: random features per slice (default: 11)")
-    arg("--feature-size", type=POSITIVE_INT, default=10, help="fnaf: pixels per feature (default: 10)")
-    arg("--gamma", type=POSITIVE_NUMBER, default=1e-3,
-        help="fnaf: hit threshold on the missing-feature MSE (default: 1e-3)")
-    arg("--seed", type=NON_NEGATIVE_INT, default=0,
-        help="seed of random starts, features and the noise baseline (default: 0)")
+    """``--attack`` and one flag per row of :data:`reconguard.attacks.presets.OPTIONS` (shared with
+    ``reconguard defend`` and ``transfer``)."""
+    parser.add_argument("--attack", default="pgd-kspace", metavar="|".join(ATTACKS),
+                        help="attack (default: pgd-kspace)")
+    for name, option in OPTIONS.items():
+        flag = "--" + name.replace("_", "-")
+        if option.kind is bool and option.off is not None:
+            pair = parser.add_mutually_exclusive_group()
+            pair.add_argument(flag, dest=name, action="store_true", default=True, help=f"{option.help} (default)")
+            pair.add_argument(option.off[0], dest=name, action="store_false", help=option.off[1])
+        elif option.kind is bool:
+            parser.add_argument(flag, action="store_true", help=option.help)
+        else:
+            default = "per attack" if option.default is None else format(option.default, _FORMAT[option.kind])
+            parser.add_argument(flag, type=_parser(option), default=option.default, metavar=option.metavar,
+                                help=f"{option.help} (default: {default})")
+
+
+_FORMAT = {int: "d", float: "g", str: ""}
+
+
+def _parser(option: Any) -> Any:
+    """The argparse ``type`` of an attack option: its kind and range."""
+    if option.kind is int:
+        return integer(int(option.low))
+    if option.kind is float:
+        return number(option.low, strict=option.strict, high=option.high)
+    return option.kind
 
 
 _DESCRIPTION = """\

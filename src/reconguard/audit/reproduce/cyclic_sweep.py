@@ -11,7 +11,9 @@ gain under attack and the clean cost of each:
 - ``jitter``: 0 and 1 times the residual (the paper: 6);
 - ``masks``: 1 and 6 ``Delta`` masks (the paper: 3);
 - ``gating``: mitigate only inputs whose cyclic score exceeds the 95 % quantile of clean
-  validation scores (reconguard's gated variant);
+  validation scores (reconguard's gated variant), against the paper's attack and against an
+  adaptive attacker who also keeps the cyclic score low (``PenalizedPGD``, penalty weight 1 and
+  100) so that the detector lets the input through;
 - ``model``: the same MoDL recipe trained for 2 epochs instead of the reference's 30 (model
   quality; the data-consistency weight is fixed at 0.18 in both).
 
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from reconguard.attacks import PenalizedPGD
 from reconguard.attacks.presets import build_attack
 from reconguard.audit.reproduce.common import ClaimRow, ReproContext, verdict
 from reconguard.audit.reproduce.cyclic import (
@@ -58,6 +61,7 @@ class Setting:
     overrides: dict[str, Any] = field(default_factory=dict)
     gated: bool = False
     model: str = "reference"  # or "2-epoch"
+    evasion: float | None = None  # penalty weight of an attacker who keeps the cyclic score low
 
 
 BASE_STEPS = 10
@@ -73,10 +77,12 @@ SETTINGS = (
     Setting("masks-1", "masks", {"num_masks": 1}),
     Setting("masks-6", "masks", {"num_masks": 6}),
     Setting("gated", "gating", gated=True),
+    Setting("gated-adaptive-1", "gating", gated=True, evasion=1.0),
+    Setting("gated-adaptive-100", "gating", gated=True, evasion=100.0),
     Setting("model-2-epochs", "model", model="2-epoch"),
 )
 FULL_VOLUMES, FULL_ATTACK_STEPS = 3, 10
-QUICK_SETTINGS, QUICK_VOLUMES, QUICK_ATTACK_STEPS = ("paper", "gated"), 1, 2
+QUICK_SETTINGS, QUICK_VOLUMES, QUICK_ATTACK_STEPS = ("paper", "gated", "gated-adaptive-100"), 1, 2
 
 
 def run(ctx: ReproContext) -> list[ClaimRow]:
@@ -98,7 +104,8 @@ def run(ctx: ReproContext) -> list[ClaimRow]:
         for index, batch in enumerate(batches):
             path = ctx.out / setting.label / f"{index}.json"
             if not path.exists():
-                atomic_write(path, json.dumps(_measure(batch, model, defense, attack_steps, ctx.seed)))
+                measured = _measure(batch, model, defense, attack_steps, ctx.seed, evasion=setting.evasion)
+                atomic_write(path, json.dumps(measured))
             results.append(json.loads(path.read_text()))
         rows += _rows(setting, results, defense, attack_steps)
     return rows
@@ -120,10 +127,16 @@ def _clean_input(batch) -> tuple[torch.Tensor, torch.Tensor]:
     return y, mask
 
 
-def _measure(batch, model, defense: CyclicMitigation, attack_steps: int, seed: int) -> dict[str, float]:
-    """PSNRs (full, foreground) of one slice: clean, attacked, and both mitigated."""
+def _measure(batch, model, defense: CyclicMitigation, attack_steps: int, seed: int, *,
+             evasion: float | None) -> dict[str, float]:
+    """PSNRs (full, foreground) of one slice: clean, attacked (by the paper's attack, or by one that
+    also keeps the cyclic score low with penalty weight ``evasion``), and both mitigated."""
     y, mask = _clean_input(batch)
-    attacked = build_attack("pgd-input", steps=attack_steps, seed=seed)(model, y, mask)
+    attack = build_attack("pgd-input", steps=attack_steps, seed=seed)
+    if evasion is not None:
+        attack = PenalizedPGD(attack.threat, attack.loss, penalty=defense.cyclic_loss, weight=evasion,
+                              steps=attack_steps, step_size=attack.step_size, seed=seed)
+    attacked = attack(model, y, mask)
     clean_run = defense.mitigate(y, mask)
     attacked_run = defense.mitigate(y, mask, input_delta=attacked.delta)
     images = {"clean": attacked.clean_recon, "attacked": attacked.recon, "clean_defended": clean_run.recon,
@@ -141,7 +154,9 @@ def _rows(setting: Setting, results: list[dict[str, float]], defense: CyclicMiti
              f"{defense.jitter_scale:g}, {defense.num_masks} masks"
              + (f", gated (threshold {defense.threshold:.3g}: 95 % of clean val scores)" if setting.gated else ""))
     model = "reference MoDL" if setting.model == "reference" else "MoDL recipe trained 2 epochs"
-    where = (f"{model}, {len(results)} slices (middle of each test volume), pgd-input eps 0.01 x {attack_steps} "
+    attack = ("pgd-input" if setting.evasion is None
+              else f"pgd-input penalised by the cyclic score (weight {setting.evasion:g})")
+    where = (f"{model}, {len(results)} slices (middle of each test volume), {attack} eps 0.01 x {attack_steps} "
              f"steps; CyclicMitigation.paper with {knobs}")
     gain = m["psnr_attacked_defended"] - m["psnr_attacked"]
     cost = m["psnr_clean"] - m["psnr_clean_defended"]
