@@ -34,3 +34,19 @@ def test_options_override_the_preset():
 def test_bad_options_are_one_config_error(name, options, message):
     with pytest.raises(ConfigError, match=message):
         build_attack(name, **options)
+
+
+def test_an_option_row_reaches_the_attack_the_cli_and_the_audit_config(tmp_path):
+    """One row of OPTIONS (here fnaf's ``criterion``) is a flag, an audit key and an attack setting."""
+    from reconguard.audit.config import parse_config
+    from reconguard.cli.main import build_parser
+
+    assert build_attack("fnaf").criterion == "missing" and build_attack("fnaf", criterion="paper").criterion == "paper"
+    args = build_parser().parse_args(["attack", "--model", "m", "--data", "d", "--attack", "fnaf",
+                                      "--criterion", "paper"])
+    assert args.criterion == "paper"
+    config = parse_config(f"output: {tmp_path}\ndata: {{builtin: phantom, size: 32}}\n"
+                          "models: {zf: {name: zero_filled}}\nattacks: {fnaf: {criterion: paper, candidates: 2}}\n")
+    assert config.attacks["fnaf"]["options"] == {"criterion": "paper", "candidates": 2}
+    with pytest.raises(ConfigError, match="criterion"):
+        build_attack("fnaf", criterion="worst")

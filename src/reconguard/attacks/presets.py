@@ -59,7 +59,10 @@ OPTIONS: dict[str, Option] = {
                           "(8 for those, else 1)"),
     "candidates": Option(int, 11, low=1, help="fnaf: random features per slice"),
     "feature_size": Option(int, 10, low=1, help="fnaf: pixels per feature"),
-    "gamma": Option(float, 1e-3, strict=True, help="fnaf: hit threshold on the missing-feature MSE"),
+    "gamma": Option(float, 1e-3, strict=True, help="fnaf: hit threshold on the criterion's score"),
+    "criterion": Option(str, "missing", metavar="missing|paper",
+                        help="fnaf: hit score, the missing feature / max (reconguard) or the raw error in the feature "
+                        "region after mean/std normalisation (Cheng et al.)"),
     "seed": Option(int, 0, help="seed of random starts, features and the noise baseline"),
 }
 
@@ -122,8 +125,8 @@ def _sparse(args, threat, loss):
 
 
 def _fnaf(args, threat, loss, *, search="random"):
-    return FNAF(num_candidates=args.candidates, size=args.feature_size, gamma=args.gamma, search=search,
-                seed=args.seed)
+    return FNAF(num_candidates=args.candidates, size=args.feature_size, gamma=args.gamma, criterion=args.criterion,
+                search=search, seed=args.seed)
 
 
 _KSPACE_SOURCE = "Darestani et al. arXiv:2102.06103 and Genzel et al. arXiv:2011.04268 use ~0.01-0.08"
