@@ -128,8 +128,8 @@ def _gate_rows(model, settings: dict, device: str) -> list[dict]:
 
     rows = []
     for masks in (None, 1):
-        gate = CyclicMitigation(model, mask_generator=MASKS, detector_masks=masks)
-        gate.calibrate([(calibration.masked_kspace, calibration.mask, calibration.coil_maps)])
+        gate = CyclicMitigation(model, mask_generator=MASKS, detector_masks=masks).calibrated(
+            [(calibration.masked_kspace, calibration.mask, calibration.coil_maps)])
         rows += _gate_case(gate, plain, clean, attacked, settings, device)
     return rows
 

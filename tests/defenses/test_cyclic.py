@@ -128,9 +128,9 @@ def test_oracle_model_scores_zero_clean_and_positive_attacked():
 def test_detector_gate_returns_exactly_the_plain_reconstruction(unet):
     clean = make_batch(coils=3)
     y, mask, maps = *_args(clean), clean["coil_maps"]
-    defense = CyclicMitigation(unet, **FAST)
-    threshold = defense.calibrate([clean, make_batch(coils=3, seed=4)], quantile=1.0)
-    assert defense.threshold == threshold
+    ungated = CyclicMitigation(unet, **FAST)
+    defense = ungated.calibrated([clean, make_batch(coils=3, seed=4)], quantile=1.0)
+    assert ungated.threshold is None and defense.threshold is not None and defense.model is ungated.model
     result = defense.mitigate(y, mask, coil_maps=maps)
     with torch.no_grad():
         plain = unet(y, mask, coil_maps=maps)
@@ -167,21 +167,21 @@ def test_detector_on_one_mask_costs_two_reconstructions_and_scores_its_first_mas
     assert counted.sizes == [2, 2]  # x1, then one mask's second stage (K = 3 would be [2, 6])
     torch.testing.assert_close(score, first_only.score(y, mask, coil_maps=maps))
     counted.sizes.clear()
-    one.calibrate(score, quantile=1.0)
+    one = one.calibrated(score, quantile=1.0)
     result = one.mitigate(y, mask, coil_maps=maps)
     assert not result.mitigated.any() and counted.sizes == [2, 2]
     with pytest.raises(ConfigError, match="detector_masks"):
         CyclicMitigation(unet, detector_masks=4)
 
 
-def test_calibrate_takes_scores_and_rejects_bad_input(unet):
+def test_calibrated_takes_scores_and_rejects_bad_input(unet):
     defense = CyclicMitigation(unet)
-    assert defense.calibrate(torch.tensor([1.0, 2.0, 3.0]), quantile=0.5) == pytest.approx(2.0)
-    assert defense.calibrate([torch.tensor([4.0]), torch.tensor([0.0])], quantile=1.0) == pytest.approx(4.0)
+    assert defense.calibrated(torch.tensor([1.0, 2.0, 3.0]), quantile=0.5).threshold == pytest.approx(2.0)
+    assert defense.calibrated([torch.tensor([4.0]), torch.tensor([0.0])], quantile=1.0).threshold == pytest.approx(4.0)
     with pytest.raises(ConfigError):
-        defense.calibrate(torch.tensor([1.0]), quantile=1.5)
+        defense.calibrated(torch.tensor([1.0]), quantile=1.5)
     with pytest.raises(DataError):
-        defense.calibrate([])
+        defense.calibrated([])
 
 
 @pytest.mark.parametrize("coils", [1, 3])

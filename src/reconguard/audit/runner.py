@@ -107,8 +107,8 @@ class Workspace:
         if key not in self._defenses:
             spec = self.config.defenses[name]
             defense = build_defense(spec["defense"], self.model(model), **spec["settings"])
-            if spec["calibrate"] and hasattr(defense, "calibrate"):
-                defense.calibrate(self._calibration_batches(spec["calibrate"], acceleration))
+            if spec["calibrate"] and hasattr(defense, "calibrated"):
+                defense = defense.calibrated(self._calibration_batches(spec["calibrate"], acceleration))
             self._defenses[key] = defense
         return self._defenses[key]
 

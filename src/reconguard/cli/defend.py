@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     label = model_label(args.model)
     out = args.out or Path(f"runs/defend-{label}-{args.defense}-{args.attack}")
     check_out(out, args.overwrite)
-    threshold = _calibrate(defense, args, mask_fn)
+    defense = _calibrated(defense, args, mask_fn)
+    threshold = getattr(defense, "threshold", None)
     dataset = SliceDataset(Path(args.data) / args.split)
     count = min(args.max_slices, len(dataset))
     loader = DataLoader(Subset(dataset, range(count)), batch_size=args.batch_size, collate_fn=Sample.collate)
@@ -105,10 +106,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _calibrate(defense: Any, args: argparse.Namespace, mask_fn: Any) -> float | None:
-    """Set the cyclic detector threshold from clean slices of ``--calibrate`` (if it has one)."""
-    if not hasattr(defense, "calibrate") or args.calibrate == "none":
-        return None
+def _calibrated(defense: Any, args: argparse.Namespace, mask_fn: Any) -> Any:
+    """The defense with its detector threshold set from clean slices of ``--calibrate`` (if it has one)."""
+    if not hasattr(defense, "calibrated") or args.calibrate == "none":
+        return defense
     from torch.utils.data import DataLoader, Subset
 
     from reconguard.data import Sample, SliceDataset
@@ -120,7 +121,7 @@ def _calibrate(defense: Any, args: argparse.Namespace, mask_fn: Any) -> float | 
         batch = batch.to(args.device)
         masked_kspace, mask = batch.undersample(mask_fn)
         batches.append((masked_kspace, mask, batch.coil_maps))
-    return defense.calibrate(batches)
+    return defense.calibrated(batches)
 
 
 def _evaluate_batch(batch, mask_fn, model, defense, attack, context, *, adaptive: bool) -> list[dict[str, Any]]:

@@ -59,6 +59,7 @@ References:
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -164,7 +165,7 @@ class CyclicMitigation(Defense):
         ball: ``"complex"`` (modulus) or ``"real_imag"`` (box) linf ball.
         mask_generator: Draws the ``Delta`` masks; ``None`` infers a ``RandomMask`` from
             ``Omega`` (Cartesian line masks only).
-        threshold: Detector threshold (see :meth:`calibrate`); ``None`` mitigates every slice.
+        threshold: Detector threshold (see :meth:`calibrated`); ``None`` mitigates every slice.
         detector_masks: How many of the ``K`` masks the detector score uses (the first ones);
             ``None``: all. A clean slice that passes the gate costs ``x1`` plus a batch of this
             many second-stage reconstructions, so ``1`` makes it two reconstructions.
@@ -319,8 +320,9 @@ class CyclicMitigation(Defense):
                 batch.jitter = self._jitter(batch, None)
             return self._loss(batch, masked_kspace, input_delta)[0]
 
-    def calibrate(self, data: torch.Tensor | Iterable[Any], *, quantile: float = 0.95) -> float:
-        """Set :attr:`threshold` to a quantile of the scores of *clean* inputs; return it.
+    def calibrated(self, data: torch.Tensor | Iterable[Any], *, quantile: float = 0.95) -> "CyclicMitigation":
+        """This defense with :attr:`threshold` at a quantile of the scores of *clean* inputs (a copy
+        sharing the model; ``self`` is unchanged).
 
         Args:
             data: A tensor of scores, or an iterable of score tensors, of mappings with keys
@@ -332,9 +334,10 @@ class CyclicMitigation(Defense):
         chunks = [data] if isinstance(data, torch.Tensor) else [self._scores_of(item) for item in data]
         scores = torch.cat([c.detach().flatten().float().cpu() for c in chunks]) if chunks else torch.empty(0)
         require(scores.numel() > 0 and bool(torch.isfinite(scores).all()),
-                "calibrate needs at least one finite clean score", DataError)
-        self.threshold = float(torch.quantile(scores.double(), quantile))
-        return self.threshold
+                "calibrated needs at least one finite clean score", DataError)
+        gated = copy.copy(self)  # shallow: the same protected model
+        gated.threshold = float(torch.quantile(scores.double(), quantile))
+        return gated
 
     def _scores_of(self, item: Any) -> torch.Tensor:
         if isinstance(item, torch.Tensor):
@@ -343,7 +346,7 @@ class CyclicMitigation(Defense):
             return self.score(item["masked_kspace"], item["mask"], coil_maps=item.get("coil_maps"))
         if isinstance(item, (tuple, list)) and len(item) in (2, 3):
             return self.score(item[0], item[1], coil_maps=item[2] if len(item) == 3 else None)
-        raise ConfigError(f"calibrate expects scores or clean batches, got {type(item).__name__}")
+        raise ConfigError(f"calibrated expects scores or clean batches, got {type(item).__name__}")
 
     def _reconstruct(self, masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None,
                      input_delta: torch.Tensor | None = None) -> torch.Tensor:

@@ -99,7 +99,7 @@ def run(ctx: ReproContext) -> list[ClaimRow]:
         model = models[setting.model]
         defense = CyclicMitigation.paper(model, **{"steps": steps, "seed": ctx.seed, **setting.overrides})
         if setting.gated:
-            defense.calibrate([_clean_input(b) for b in _middle_slices(ctx, None, split="val")], quantile=0.95)
+            defense = defense.calibrated([_clean_input(b) for b in _middle_slices(ctx, None, split="val")])
         results = []
         for index, batch in enumerate(batches):
             path = ctx.out / setting.label / f"{index}.json"
