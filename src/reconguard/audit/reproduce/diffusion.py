@@ -67,7 +67,7 @@ class Size:
     """How large a run is.
 
     Attributes:
-        clean_slices: Test slices for the clean comparison (``None``: all).
+        clean_slices: Test slices for the clean comparison, evenly spaced over the split (``None``: all).
         attack_volumes: Test volumes whose middle slice is attacked (``None``: all).
         steps: Diffusion sampler steps.
         samples: Posterior samples averaged per reconstruction.
@@ -87,8 +87,10 @@ class Size:
     surrogate_steps: int
 
 
-FULL = Size(clean_slices=None, attack_volumes=None, steps=20, samples=8, eps=(0.02, 0.08),
-            pgd_steps=10, eot_draws=1, surrogate_steps=50)  # fmt: skip
+# Sized for this 2-core CPU (about 40 minutes): 4 posterior samples of 20 steps per reconstruction
+# (+3.3 dB over zero-filling at 8x, against +1.8 dB for one sample), the paper's largest budget.
+FULL = Size(clean_slices=22, attack_volumes=4, steps=20, samples=4, eps=(0.02, 0.08),
+            pgd_steps=5, eot_draws=1, surrogate_steps=50)  # fmt: skip
 QUICK = Size(clean_slices=4, attack_volumes=2, steps=3, samples=1, eps=(0.08,),
              pgd_steps=2, eot_draws=1, surrogate_steps=5)  # fmt: skip
 
@@ -156,10 +158,11 @@ def _psnr_ssim(sample: Sample, recon: torch.Tensor) -> dict[str, torch.Tensor]:
 def _clean_row(diffusion, dataset: SliceDataset, acceleration: float, size: Size, ctx: ReproContext) -> ClaimRow:
     """Per-slice PSNR gain of the prior over zero-filling on the test split."""
     count = len(dataset) if size.clean_slices is None else min(size.clean_slices, len(dataset))
+    chosen = torch.linspace(0, len(dataset) - 1, count).round().long().tolist()
     mask_fn = RandomMask(acceleration=acceleration, center_fraction=0.32 / acceleration)
     gains, scores = [], {"diffusion": [], "zero_filled": [], "ssim_gain": []}
     for start in range(0, count, 8):
-        sample = Sample.collate([dataset[i] for i in range(start, min(start + 8, count))]).to(ctx.device)
+        sample = Sample.collate([dataset[i] for i in chosen[start:start + 8]]).to(ctx.device)
         masked, mask = sample.undersample(mask_fn)
         _reseed(diffusion, ctx.seed + start)
         with torch.no_grad():
@@ -179,7 +182,7 @@ def _clean_row(diffusion, dataset: SliceDataset, acceleration: float, size: Size
         ours=mean, ci=(low, high), n=count,
         verdict=_qualitative((low, high), +1),
         setting=f"reference prior, {size.steps} sampler steps x {size.samples} averaged samples; random "
-                f"{acceleration:g}x masks; test split",
+                f"{acceleration:g}x masks; {count} test slices evenly spaced over every volume",
         departures=DEPARTURES,
         note=f"diffusion {extra['diffusion']:.2f} dB, zero-filled {extra['zero_filled']:.2f} dB, "
              f"SSIM gain {extra['ssim_gain']:+.4f}",
