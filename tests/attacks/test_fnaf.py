@@ -8,7 +8,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from reconguard.attacks.fnaf import FNAF, make_features, summarize_hits
+from reconguard.attacks.fnaf import FNAF, make_features
+from reconguard.attacks.hits import summarize_hits
 from reconguard.data.anatomy import phantom_volume
 from reconguard.data.sample import Sample
 from reconguard.errors import ConfigError

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from reconguard.attacks.features import make_features
-from reconguard.attacks.fnaf import FNAF, PAPER_PIXELS, summarize_hits
+from reconguard.attacks.fnaf import FNAF, PAPER_PIXELS
+from reconguard.attacks.hits import summarize_hits
 from reconguard.attacks.insertion import dilate, insert_features
 from reconguard.errors import ConfigError
 from reconguard.models import ZeroFilled

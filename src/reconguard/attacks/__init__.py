@@ -8,7 +8,8 @@ that always carries the same-norm Gaussian-noise baseline.
 from reconguard.attacks.adaptive import BPDA, PenalizedPGD
 from reconguard.attacks.base import Attack, AttackContext, AttackResult, frozen, keep_best
 from reconguard.attacks.features import Features, make_features
-from reconguard.attacks.fnaf import FNAF, FNAFResult, HitCounter, HitRate, summarize_hits
+from reconguard.attacks.fnaf import FNAF, FNAFResult
+from reconguard.attacks.hits import HitCounter, HitRate, summarize_hits
 from reconguard.attacks.losses import AttackLoss, reconstruction_error
 from reconguard.attacks.noise import same_norm_noise, scaled_noise
 from reconguard.attacks.pgd import PGD, fgsm

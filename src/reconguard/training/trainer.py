@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 import time
 import warnings
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -51,18 +50,18 @@ from tqdm.auto import tqdm
 from reconguard.data import SliceDataset
 from reconguard.data.sample import Sample
 from reconguard.defenses.training import ROBUST_MODES, CleanTraining, build_strategy, derive_seed
-from reconguard.errors import ConfigError, DataError
-from reconguard.files import atomic_path, atomic_write
+from reconguard.errors import ConfigError
+from reconguard.files import atomic_write
 from reconguard.metrics import magnitude, ssim_loss
 from reconguard.models import registry
 from reconguard.physics.coils import estimate_coil_maps
 from reconguard.physics.masks import MASKS, MaskGenerator, build_mask
 from reconguard.physics.operators import MRIOperator, center_crop
 from reconguard.training.evaluation import evaluate, summarize
+from reconguard.training.rundir import RunState, prepare_run, restore, save_state
 
 LOSSES = ("l1", "mse", "ssim")
 TARGETS = ("magnitude", "complex")
-_RESTART = "start the run over with 'reconguard train --overwrite' (or delete the run directory)"
 
 
 class TrainingCappedWarning(UserWarning):
@@ -203,16 +202,6 @@ def _real(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-@dataclass
-class _State:
-    epoch: int = 0
-    step: int = 0  # batches done in the current epoch
-    elapsed: float = 0.0
-    best_psnr: float = -math.inf
-    history: list[dict[str, float]] = field(default_factory=list)
-    stopped_by_cap: bool = False  # max_minutes ended training before epochs/max_steps were done
-
-
 def train(
     config: TrainConfig,
     *,
@@ -242,14 +231,14 @@ def train(
     resuming = (out / "state.pt").exists() and not overwrite
     model = _init_model(config, start=not resuming).to(config.device)
     strategy.wrap(model, seed=(config.seed,))
-    state, saved = _prepare_run(config, out, overwrite)
+    state, saved = prepare_run(out, asdict(config), _field_defaults(), overwrite=overwrite, device=config.device)
     mask_fn = config.mask_fn()
     train_set = SliceDataset(Path(config.data) / "train")
     val_set = SliceDataset(Path(config.data) / "val")
     val_loader = DataLoader(val_set, batch_size=config.batch_size, collate_fn=Sample.collate)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     if saved is not None:
-        _restore(out / "state.pt", saved, model, optimizer)
+        restore(out / "state.pt", saved, model, optimizer)
     budget = _Budget(config, steps_per_epoch=math.ceil(len(train_set) / config.batch_size))
     name = label or config.model
     while not budget.spent(state) and state.elapsed < budget.seconds:
@@ -263,7 +252,7 @@ def train(
         if epoch_done or budget.spent(state) or state.stopped_by_cap:
             _validate(model, strategy, val_loader, mask_fn, config, state, out, progress, name=name,
                       steps=budget.done(state))
-        _save(out, model, optimizer, state)
+        save_state(out, model, optimizer, state)
         if state.stopped_by_cap:
             warnings.warn(
                 f"{name}: training stopped by the wall-clock cap (max_minutes={config.max_minutes:g}) after "
@@ -291,10 +280,10 @@ class _Budget:
         epochs = math.inf if self.config.epochs is None else self.config.epochs * self.steps_per_epoch
         return min(epochs, math.inf if self.config.max_steps is None else self.config.max_steps)
 
-    def done(self, state: _State) -> int:
+    def done(self, state: RunState) -> int:
         return state.epoch * self.steps_per_epoch + state.step
 
-    def spent(self, state: _State) -> bool:
+    def spent(self, state: RunState) -> bool:
         """The epochs/steps budget is used up (the cap aside)."""
         return self.done(state) >= self.planned
 
@@ -321,7 +310,7 @@ def _train_epoch(model, optimizer, strategy, train_set, mask_fn, config, state, 
         state.elapsed += time.monotonic() - start
         bar.set_postfix(loss=f"{loss.item():.4g}")
         if time.monotonic() - last_save > checkpoint_seconds:
-            _save(out, model, optimizer, state)
+            save_state(out, model, optimizer, state)
             last_save = time.monotonic()
         if state.elapsed >= budget.seconds or budget.spent(state):
             break
@@ -386,77 +375,6 @@ def clean_images(batch: Sample) -> torch.Tensor:
     return MRIOperator(full, maps).adjoint(kspace)
 
 
-def _prepare_run(config: TrainConfig, out: Path, overwrite: bool) -> tuple[_State, dict[str, Any] | None]:
-    """The position to start from (and the saved payload when resuming); a fresh run's ``config.json``."""
-    config_path = out / "config.json"
-    wanted = asdict(config)
-    if config_path.exists() and not overwrite:
-        try:
-            stored = json.loads(config_path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError):
-            raise DataError(f"{config_path}: not a readable training config; {_RESTART}") from None
-        if not isinstance(stored, dict):
-            raise DataError(f"{config_path}: not a training config (a JSON object); {_RESTART}")
-        # A run written before a field existed holds that field's default.
-        existing = {**_field_defaults(), **stored}
-        if existing != json.loads(json.dumps(wanted)):
-            raise ConfigError(
-                f"{out} holds a training run with a different configuration; use another --out or --overwrite"
-            )
-        state_path = out / "state.pt"
-        if state_path.exists():
-            saved = _read_state(state_path, config.device)
-            return _State(**{f.name: saved[f.name] for f in fields(_State) if f.name in saved}), saved
-        return _State(), None
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in ("state.pt", "history.json"):
-        (out / stale).unlink(missing_ok=True)
-    atomic_write(config_path, json.dumps(wanted, indent=2))
-    return _State(), None
-
-
-#: What ``state.pt`` must hold, and the type of each entry.
-_STATE_TYPES = {"model": dict, "optimizer": dict, "epoch": int, "step": int, "elapsed": (int, float),
-                "best_psnr": (int, float), "history": list}
-
-
-def _read_state(path: Path, device: str) -> dict[str, Any]:
-    """``state.pt``, read without unpickling code and checked; a :class:`DataError` naming it otherwise."""
-    try:
-        with warnings.catch_warnings():  # torch's notes on foreign pickle protocols are not the user's concern
-            warnings.simplefilter("ignore")
-            saved = torch.load(path, weights_only=True, map_location=device)
-    except pickle.UnpicklingError:
-        reason = "corrupt, or it holds objects other than tensors; nothing was unpickled"
-        raise DataError(f"{path}: not a readable training state ({reason}); {_RESTART}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError, KeyError, IndexError,
-            UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable training state ({_reason(exc)}); {_RESTART}") from None
-    if not isinstance(saved, dict):
-        raise DataError(f"{path}: not a reconguard training state (a {type(saved).__name__}); {_RESTART}")
-    for key, kind in _STATE_TYPES.items():
-        if not isinstance(saved.get(key), kind) or isinstance(saved.get(key), bool):
-            raise DataError(f"{path}: not a reconguard training state (no valid {key!r}); {_RESTART}")
-    return saved
-
-
-def _restore(path: Path, saved: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """Load the weights and optimiser state of ``state.pt``; a :class:`DataError` if they do not fit."""
-    try:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
-        raise DataError(f"{path}: its weights do not fit this run's model ({_reason(exc)}); {_RESTART}") from None
-
-
-def _reason(exc: BaseException) -> str:
-    """The most telling line of a torch error, shortened (torch prefixes headers like 'Error(s) in ...:')."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    informative = [line for line in lines if not line.endswith(":")] or lines or [type(exc).__name__]
-    text = informative[0]
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
 def _field_defaults() -> dict[str, Any]:
     defaults = {}
     for f in fields(TrainConfig):
@@ -483,7 +401,7 @@ def _init_model(config: TrainConfig, *, start: bool = True) -> torch.nn.Module:
     return model
 
 
-def _epoch_loader(dataset: SliceDataset, config: TrainConfig, state: _State) -> DataLoader:
+def _epoch_loader(dataset: SliceDataset, config: TrainConfig, state: RunState) -> DataLoader:
     """The rest of the current epoch: a seeded shuffle, skipping batches done before a resume."""
     generator = torch.Generator().manual_seed(config.seed * 100_003 + state.epoch)
     order = torch.randperm(len(dataset), generator=generator)[state.step * config.batch_size :]
@@ -498,7 +416,7 @@ def _loss_fn(name: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], 
     return lambda recon, target, max_value: ssim_loss(target, recon, data_range=max_value)
 
 
-def _validate(model, strategy, val_loader, mask_fn, config, state: _State, out: Path, progress: bool, *,
+def _validate(model, strategy, val_loader, mask_fn, config, state: RunState, out: Path, progress: bool, *,
               name: str, steps: int) -> None:
     # Smoothing-aware runs validate the smoothed model (one fixed noise seed for every epoch).
     validated = strategy.wrap(model, seed=(config.seed, -1))
@@ -524,12 +442,3 @@ def _validate(model, strategy, val_loader, mask_fn, config, state: _State, out: 
             f"NMSE {summary['nmse']:.4f} (best PSNR {state.best_psnr:.2f} dB)"
         )
     atomic_write(out / "history.json", json.dumps(state.history, indent=2))
-
-
-def _save(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: _State) -> None:
-    # state.pt alone is the resume point (weights, optimiser and position in one atomic file);
-    # last.safetensors is the same weights in the format users load.
-    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), **asdict(state)}
-    with atomic_path(out / "state.pt") as tmp:
-        torch.save(payload, tmp)
-    registry.save(model, out / "last")
