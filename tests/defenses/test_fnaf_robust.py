@@ -14,7 +14,8 @@ from reconguard.audit.reproduce import fnaf as repro
 from reconguard.audit.reproduce.common import VERDICTS, ReproContext
 from reconguard.data import SliceDataset
 from reconguard.data.sample import Sample
-from reconguard.defenses.training import FNAFTraining, TrainBatch, build_strategy
+from reconguard.defenses.strategies import build_strategy
+from reconguard.defenses.training import FNAFTraining, TrainBatch
 from reconguard.errors import ConfigError
 from reconguard.metrics import magnitude
 from reconguard.models import build, save

@@ -16,7 +16,8 @@ from reconguard.attacks.losses import reconstruction_error
 from reconguard.cli.main import main
 from reconguard.data import SliceDataset
 from reconguard.data.sample import Sample
-from reconguard.defenses.training import AdversarialTraining, FNAFTraining, build_strategy, feature_batch
+from reconguard.defenses.strategies import build_strategy
+from reconguard.defenses.training import AdversarialTraining, FNAFTraining, feature_batch
 from reconguard.errors import ConfigError
 from reconguard.metrics import magnitude
 from reconguard.models import build, load

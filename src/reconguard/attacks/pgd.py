@@ -10,8 +10,6 @@ from reconguard.attacks.noise import scaled_noise
 from reconguard.attacks.threat import ThreatModel
 from reconguard.errors import ConfigError
 
-_TINY = 1e-12
-
 
 class PGD(Attack):
     """Projected gradient ascent on the attack loss, inside the threat set.
@@ -95,13 +93,7 @@ class PGD(Attack):
         return ctx.project(noise)
 
     def _step(self, grad: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
-        alpha = self.step_size * budget
-        if self.threat.norm == "linf":
-            if self.threat.linf_mode == "real_imag":
-                return alpha * torch.complex(grad.real.sign(), grad.imag.sign())
-            return alpha * grad / grad.abs().clamp_min(_TINY)
-        dims = (-2, -1) if self.threat.per_coil else (1, 2, 3)
-        return alpha * grad / torch.linalg.vector_norm(grad, dim=dims, keepdim=True).clamp_min(_TINY)
+        return self.step_size * budget * self.threat.ascent(grad)
 
 
 def fgsm(threat: ThreatModel, loss: AttackLoss | None = None, *, seed: int = 0) -> PGD:

@@ -203,6 +203,17 @@ class ThreatModel:
             delta = keep_largest(delta, int(self.eps))
         return delta
 
+    def ascent(self, grad: torch.Tensor) -> torch.Tensor:
+        """The steepest-ascent direction of unit size in this threat's norm (a PGD step's direction):
+        the sign of the real and imaginary parts (``linf``, ``real_imag``), the complex sign (``linf``),
+        or the gradient over its l2 norm per slice (per coil for per-coil threats)."""
+        if self.norm == "linf":
+            if self.linf_mode == "real_imag":
+                return torch.complex(grad.real.sign(), grad.imag.sign())
+            return grad / grad.abs().clamp_min(_TINY)
+        dims = (-2, -1) if self.per_coil else (1, 2, 3)
+        return grad / torch.linalg.vector_norm(grad, dim=dims, keepdim=True).clamp_min(_TINY)
+
     def measure(self, delta: torch.Tensor) -> torch.Tensor:
         """Per-slice size of ``delta`` in this threat's norm (``(B,)``; per coil: the max ratio
         is not meaningful, so the whole-slice l2 norm is reported)."""

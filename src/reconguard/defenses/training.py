@@ -12,7 +12,7 @@
   (FNAF random search on the current model, information check on) is inserted into each slice and
   the step trains on the paper's ``alpha L(x, y) + beta L(T x, T y)`` (``T`` the feature's mask,
   both terms averaged over the image), mixed with the clean slices.
-- ``"smooth"`` (:class:`SmoothingTraining`): the step trains the model *through*
+- ``"smooth"`` (:class:`~reconguard.defenses.strategies.SmoothingTraining`): the step trains the model *through*
   :class:`~reconguard.defenses.smoothing.RandomizedSmoothing`, i.e. the smoothed reconstruction.
 
 Every random choice is seeded from ``(seed, epoch, step, replay)`` via :func:`derive_seed`, so a
@@ -28,9 +28,8 @@ References:
 from __future__ import annotations
 
 import hashlib
-import inspect
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -42,13 +41,11 @@ from reconguard.attacks.noise import scaled_noise
 from reconguard.attacks.pgd import PGD
 from reconguard.attacks.threat import ThreatModel
 from reconguard.data.sample import Sample
-from reconguard.defenses.smoothing import RandomizedSmoothing
 from reconguard.errors import ConfigError
 from reconguard.models.base import Reconstructor
 from reconguard.physics.operators import center_crop
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-_TINY = 1e-12
 
 
 def derive_seed(*parts: int) -> int:
@@ -161,15 +158,15 @@ class AdversarialTraining(CleanTraining):
     replays: int = 4
 
     def __post_init__(self) -> None:
-        _require(self.method in ("pgd", "free"), f"method must be 'pgd' or 'free', got {self.method!r}")
-        _require(_number(self.mix) and 0 <= self.mix <= 1, f"mix must be in [0, 1], got {self.mix!r}")
-        _require(_integer(self.replays) and self.replays >= 1, f"replays must be >= 1, got {self.replays!r}")
-        _require(_integer(self.steps), f"steps must be an integer, got {self.steps!r}")
+        require(self.method in ("pgd", "free"), f"method must be 'pgd' or 'free', got {self.method!r}")
+        require(_number(self.mix) and 0 <= self.mix <= 1, f"mix must be in [0, 1], got {self.mix!r}")
+        require(_integer(self.replays) and self.replays >= 1, f"replays must be >= 1, got {self.replays!r}")
+        require(_integer(self.steps), f"steps must be an integer, got {self.steps!r}")
         if self.norm is None:
             object.__setattr__(self, "norm", "l2" if self.domain == "kspace" else "linf")
         if self.step_size is None and self.method == "free":
             object.__setattr__(self, "step_size", 1.0)
-        _require(self.step_size is None or _number(self.step_size), f"step_size must be a number: {self.step_size!r}")
+        require(self.step_size is None or _number(self.step_size), f"step_size must be a number: {self.step_size!r}")
         object.__setattr__(self, "step_size", self.attack(seed=0).step_size)  # validates the rest
 
     @property
@@ -205,7 +202,7 @@ class AdversarialTraining(CleanTraining):
             delta = scaled_noise(threat, shape, support, radius * budget, generator, like=masked_kspace)
         else:
             grad = previous.delta.grad if previous.delta.grad is not None else torch.zeros_like(previous.delta)
-            delta = previous.delta.detach() + self.step_size * budget * _direction(threat, grad)
+            delta = previous.delta.detach() + self.step_size * budget * threat.ascent(grad)
         delta = threat.project(delta, budget, support).requires_grad_(True)
         adv = threat.apply(masked_kspace, mask, delta, maps)
         batch = TrainBatch(adv, mask, sample.target, sample.max_value, maps, delta=delta)
@@ -262,9 +259,9 @@ class FNAFTraining(CleanTraining):
     insertion: str = "complex"
 
     def __post_init__(self) -> None:
-        _require(self.loss in ("l1", "mse"), f"FNAF-robust training needs loss 'l1' or 'mse', got {self.loss!r}")
-        _require(_number(self.mix) and 0 <= self.mix < 1, f"mix must be in [0, 1), got {self.mix!r}")
-        _require(
+        require(self.loss in ("l1", "mse"), f"FNAF-robust training needs loss 'l1' or 'mse', got {self.loss!r}")
+        require(_number(self.mix) and 0 <= self.mix < 1, f"mix must be in [0, 1), got {self.mix!r}")
+        require(
             isinstance(self.intensity_range, (list, tuple)) and len(self.intensity_range) == 2,
             f"intensity_range must be [low, high], got {self.intensity_range!r}",
         )
@@ -344,71 +341,6 @@ def feature_batch(
     )
 
 
-@dataclass(frozen=True, kw_only=True)
-class SmoothingTraining(CleanTraining):
-    """Smoothing-aware training (``robust="smooth"``): train the smoothed reconstruction.
-
-    Each step reconstructs through
-    ``RandomizedSmoothing(model, **options, seed=derive_seed(seed, epoch, step, replay))``, whose
-    ``.model`` shares the weights being trained; validation runs through it as well (fixed seed), so
-    the best checkpoint is the best *smoothed* model. The options are ``RandomizedSmoothing``'s
-    keyword hyper-parameters except ``seed`` (e.g. ``sigma``, ``samples``, ``mode``), its
-    defaults filled in.
-
-    References:
-        Cohen et al., arXiv:1902.02918; Li et al. (SMUG), arXiv:2303.12735.
-    """
-
-    name: ClassVar[str] = "smooth"
-    settings: dict[str, Any]
-
-    def options(self) -> dict[str, Any]:
-        return dict(self.settings)
-
-    def wrap(self, model, *, seed) -> Reconstructor:
-        return RandomizedSmoothing(model, **self.settings, seed=derive_seed(*seed))
-
-
-STRATEGIES: dict[str, type[CleanTraining]] = {
-    cls.name: cls for cls in (CleanTraining, AdversarialTraining, FNAFTraining, SmoothingTraining)
-}
-ROBUST_MODES = tuple(STRATEGIES)
-
-
-def build_strategy(robust: str, options: dict[str, Any] | None = None, *, loss: str = "l1") -> CleanTraining:
-    """The strategy ``robust`` with ``options``; unknown modes, keys and values raise ConfigError.
-
-    Args:
-        robust: One of :data:`ROBUST_MODES`.
-        options: The mode's options (see its class); missing ones take their defaults.
-        loss: The run's loss (``l1``, ``mse``, ``ssim``).
-    """
-    _require(robust in STRATEGIES, f"unknown robust training {robust!r}; choose one of {list(ROBUST_MODES)}")
-    _require(isinstance(options, dict) or options is None, f"robust_config must be a dict, got {options!r}")
-    options = dict(options or {})
-    if robust == "smooth":
-        return SmoothingTraining(settings=_smoothing_settings(options), loss=loss)
-    cls = STRATEGIES[robust]
-    allowed = sorted(f.name for f in fields(cls) if f.name != "loss")
-    unknown = sorted(set(options) - set(allowed))
-    _require(not unknown, f"unknown {robust} training option(s) {unknown}; it accepts {allowed}")
-    try:
-        return cls(**options, loss=loss)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid {robust} training options {options}: {exc}") from None
-
-
-def _smoothing_settings(options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` checked against RandomizedSmoothing's keyword parameters, defaults filled in."""
-    signature = list(inspect.signature(RandomizedSmoothing.__init__).parameters.values())[2:]  # self, model
-    params = {p.name: p for p in signature if p.name != "seed" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-    unknown = sorted(set(options) - set(params))
-    _require(not unknown, f"unknown smooth training option(s) {unknown}; it accepts {sorted(params)}")
-    missing = sorted(n for n, p in params.items() if p.default is p.empty and n not in options)
-    _require(not missing, f"smooth training needs option(s) {missing}")
-    return {n: options.get(n, p.default) for n, p in params.items()}
-
-
 def _with_clean(batch: TrainBatch, masked_kspace: torch.Tensor) -> TrainBatch:
     """The adversarial slices followed by the clean ones (one forward pass for both)."""
     twice = lambda t: None if t is None else torch.cat([t, t])  # noqa: E731
@@ -418,17 +350,8 @@ def _with_clean(batch: TrainBatch, masked_kspace: torch.Tensor) -> TrainBatch:
     )
 
 
-def _direction(threat: ThreatModel, grad: torch.Tensor) -> torch.Tensor:
-    """Steepest-ascent direction of unit size in the threat's norm (as PGD's step)."""
-    if threat.norm == "linf":
-        if threat.linf_mode == "real_imag":
-            return torch.complex(grad.real.sign(), grad.imag.sign())
-        return grad / grad.abs().clamp_min(_TINY)
-    dims = (-2, -1) if threat.per_coil else (1, 2, 3)
-    return grad / torch.linalg.vector_norm(grad, dim=dims, keepdim=True).clamp_min(_TINY)
-
-
-def _require(ok: bool, message: str) -> None:
+def require(ok: bool, message: str) -> None:
+    """Raise a :class:`ConfigError` with ``message`` unless ``ok`` (the strategies' option checks)."""
     if not ok:
         raise ConfigError(message)
 

@@ -49,7 +49,8 @@ from tqdm.auto import tqdm
 
 from reconguard.data import SliceDataset
 from reconguard.data.sample import Sample
-from reconguard.defenses.training import ROBUST_MODES, CleanTraining, build_strategy, derive_seed
+from reconguard.defenses.strategies import ROBUST_MODES, build_strategy
+from reconguard.defenses.training import CleanTraining, derive_seed
 from reconguard.errors import ConfigError
 from reconguard.files import atomic_write
 from reconguard.metrics import magnitude, ssim_loss
