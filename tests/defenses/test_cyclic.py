@@ -9,7 +9,8 @@ import torch
 
 from reconguard.attacks import BPDA, PGD, ThreatModel
 from reconguard.defenses.base import Defense
-from reconguard.defenses.cyclic import CyclicMitigation, CyclicResult
+from reconguard.defenses.cyclic import CyclicMitigation
+from reconguard.defenses.cyclic_batch import CyclicResult
 from reconguard.defenses.cyclic_masks import delta_masks
 from reconguard.errors import ConfigError, DataError
 from reconguard.models import ZeroFilled, build

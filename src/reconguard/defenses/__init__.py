@@ -8,7 +8,8 @@
 """
 
 from reconguard.defenses.base import Defense
-from reconguard.defenses.cyclic import CyclicMitigation, CyclicResult
+from reconguard.defenses.cyclic import CyclicMitigation
+from reconguard.defenses.cyclic_batch import CyclicResult
 from reconguard.defenses.registry import DEFENSES, build_defense
 from reconguard.defenses.smoothing import DENOISER_PATHS, RandomizedSmoothing, SmoothedDenoiser
 

@@ -23,25 +23,8 @@ What ``v`` may change (``variable``):
 - ``"measured"``: only the measurements, ``y + A v`` (what a scanner's data can be), for models that
   take k-space only; the part of ``v`` outside ``Omega`` is lost.
 
-Readings of the reference (arXiv:2501.01908 and its code, ``CycMit-MRI``) where it leaves room:
-
-- *Stages.* Its ``cyclic_stages=2`` counts reconstructions, ``x1`` on ``Omega`` and ``x2`` on
-  ``Delta``: one cycle, loss on the last. ``stages=S`` chains ``x_{s+1} = f(P_D (A x_s + j), D)``
-  (chain ``k`` uses ``D = Delta_{(k + s - 1) mod K}`` at its ``s``-th cycle) and averages the loss
-  of ``x2 .. xS``; ``S = 2`` is the reference.
-- *Jitter.* Gaussian noise on the full grid, per slice and coil of RMS ``jitter_scale`` times the
-  RMS residual ``y - P_Omega A f(y)`` on the acquired samples of the reconstruction of the
-  measurements (without any input perturbation); one pattern, drawn from ``seed``, for every
-  slice, iteration and mask; ``jitter_phase="equal"`` gives it equal real and imaginary parts as
-  the reference does, ``"circular"`` a circular complex Gaussian. The reference takes the residual
-  of the clean input, scale 6.
-- *Masks.* ``num_masks`` masks from ``mask_generator`` (default: a
-  :class:`~reconguard.physics.RandomMask` with the acceleration and centre lines of ``Omega``),
-  each different from ``Omega`` and from the others where the generator allows it; drawn from
-  ``seed`` only, so every slice with the same ``Omega`` gets the same fixed masks, as the
-  reference's three stored masks.
-- *Ball.* ``ball="real_imag"`` bounds real and imaginary parts separately (the reference's box);
-  ``"complex"`` bounds each entry's modulus.
+How this reads the reference where it leaves room (stages, jitter, masks, ball, the sign step) is
+in docs/defenses.md, "Readings of the reference".
 
 :meth:`CyclicMitigation.paper` is the reference's configuration (input variable, no detector,
 100 iterations without early stopping, step 0.005 decaying linearly, box 0.01, jitter 6 with equal
@@ -62,7 +45,6 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -71,6 +53,7 @@ import torch
 from reconguard.attacks.base import call_model, frozen
 from reconguard.attacks.threat import ThreatModel
 from reconguard.defenses.base import Defense
+from reconguard.defenses.cyclic_batch import CyclicBatch, CyclicResult, tile
 from reconguard.defenses.cyclic_masks import delta_masks
 from reconguard.errors import ConfigError, DataError, require
 from reconguard.models.base import validate_input_delta
@@ -86,60 +69,6 @@ _REFERENCE = dict(_PAPER, batched_masks=False, share_first_stage=False)
 VARIABLES = ("measured", "input")
 BALLS = ("complex", "real_imag")
 JITTER_PHASES = ("circular", "equal")
-
-
-@dataclass(frozen=True)
-class CyclicResult:
-    """Outcome of :meth:`CyclicMitigation.mitigate` on one batch.
-
-    Attributes:
-        recon: Reconstruction of the returned input (the plain one for slices not mitigated).
-        delta: The perturbation ``v`` of the input that was kept (zero where not mitigated):
-            an image added to the network input (``variable="input"``) or whose measured part
-            was added to ``y`` (``"measured"``).
-        score: Cyclic loss of the given input (the detector score).
-        loss: Cyclic loss (all masks) of the returned input where mitigated; the score elsewhere.
-        mitigated: Which slices were optimised (score above the threshold).
-        budget: Absolute linf radius of the ball per slice.
-        history: Mean loss of the mitigated slices at each iteration.
-        evaluations: Calls of the wrapped model (a batched call counts once).
-        seconds: Wall-clock time.
-
-    Shapes:
-        recon, delta: ``(B, 1, H, W)`` complex64; score, loss, mitigated: ``(B,)``;
-        budget: ``(B, 1, 1, 1)``
-    """
-
-    recon: torch.Tensor
-    delta: torch.Tensor
-    score: torch.Tensor
-    loss: torch.Tensor
-    mitigated: torch.Tensor
-    budget: torch.Tensor
-    history: list[float]
-    evaluations: int
-    seconds: float
-
-
-@dataclass
-class _Batch:
-    """One batch with its ``Delta`` masks, fixed jitter, ball and step (per slice), and the
-    network-input perturbation ``d`` it came with (``None``: none)."""
-
-    y: torch.Tensor
-    omega: torch.Tensor
-    maps: torch.Tensor | None
-    deltas: torch.Tensor  # (K, B, 1, h, W)
-    noise: torch.Tensor
-    budget: torch.Tensor
-    step: torch.Tensor
-    given: torch.Tensor | None = None
-    jitter: torch.Tensor | None = None
-
-    def select(self, index: torch.Tensor) -> "_Batch":
-        pick = lambda t: None if t is None else t[index]  # noqa: E731
-        return _Batch(self.y[index], self.omega[index], pick(self.maps), self.deltas[:, index],
-                      self.noise[index], self.budget[index], self.step[index], pick(self.given), pick(self.jitter))
 
 
 class CyclicMitigation(Defense):
@@ -355,7 +284,7 @@ class CyclicMitigation(Defense):
     # -- the cyclic loss -------------------------------------------------------------------
 
     def _prepare(self, y: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None,
-                 given: torch.Tensor | None) -> _Batch:
+                 given: torch.Tensor | None) -> CyclicBatch:
         batch, coils, height, width = y.shape
         require(mask.shape[1] == 1, f"cyclic mitigation needs one mask for all coils, got {tuple(mask.shape)}",
                 DataError)
@@ -377,9 +306,9 @@ class CyclicMitigation(Defense):
         noise = torch.complex(real, imag).expand(y.shape) * 0.5**0.5
         step = ThreatModel(domain="image", norm="linf", eps=self.step_size).budget(y, omega, coil_maps=maps)
         budget = self.threat.budget(y, omega, coil_maps=maps)
-        return _Batch(y, omega, maps, deltas, noise, budget, step, None if given is None else given.detach())
+        return CyclicBatch(y, omega, maps, deltas, noise, budget, step, None if given is None else given.detach())
 
-    def _jitter(self, batch: _Batch, x1: torch.Tensor | None) -> torch.Tensor:
+    def _jitter(self, batch: CyclicBatch, x1: torch.Tensor | None) -> torch.Tensor:
         """The fixed jitter, scaled by the residual of ``x1 = f(y)`` (computed when ``None``)."""
         if x1 is None:
             x1 = self._model(batch.y, batch.omega, batch.maps, None)
@@ -394,7 +323,7 @@ class CyclicMitigation(Defense):
         self.evaluations += 1
         return call_model(self.model, y, mask, maps, input_delta)
 
-    def _loss(self, batch: _Batch, y: torch.Tensor, input_delta: torch.Tensor | None, *,
+    def _loss(self, batch: CyclicBatch, y: torch.Tensor, input_delta: torch.Tensor | None, *,
               masks: int | None = None, plain: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Cyclic loss per slice of the input ``(y, input_delta)`` over the first ``masks`` masks
         (all if ``None``), and ``x1``; the jitter is fixed on the first call, from this ``x1``
@@ -411,10 +340,10 @@ class CyclicMitigation(Defense):
         for group in groups:
             n = len(group)
             if shared is not None:
-                x = _repeat(shared, n)
+                x = tile(shared, n)
             else:
-                x = self._model(_repeat(y, n), _repeat(batch.omega, n), _repeat(batch.maps, n),
-                                _repeat(input_delta, n))
+                x = self._model(tile(y, n), tile(batch.omega, n), tile(batch.maps, n),
+                                tile(input_delta, n))
                 x1 = x[: len(y)] if x1 is None else x1
             if batch.jitter is None:
                 with torch.no_grad():
@@ -422,11 +351,11 @@ class CyclicMitigation(Defense):
             losses.append(self._cycles(batch, measured, x, group).reshape(n, -1))
         return torch.cat(losses).mean(dim=0), x1
 
-    def _cycles(self, batch: _Batch, measured: torch.Tensor, x: torch.Tensor, group: list[int]) -> torch.Tensor:
+    def _cycles(self, batch: CyclicBatch, measured: torch.Tensor, x: torch.Tensor, group: list[int]) -> torch.Tensor:
         """Loss of the ``len(group) * B`` chains started from ``x`` (stage-1 images, repeated)."""
         n, num = len(group), self.num_masks
-        maps, omega = _repeat(batch.maps, n), _repeat(batch.omega, n)
-        target, noise = _repeat(measured, n), _repeat(batch.jitter, n)
+        maps, omega = tile(batch.maps, n), tile(batch.omega, n)
+        target, noise = tile(measured, n), tile(batch.jitter, n)
         total = 0.0
         for stage in range(1, self.stages):
             other = batch.deltas[[(k + stage - 1) % num for k in group]].flatten(0, 1)
@@ -438,14 +367,15 @@ class CyclicMitigation(Defense):
 
     # -- the mitigation --------------------------------------------------------------------
 
-    def _input(self, batch: _Batch, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _input(self, batch: CyclicBatch, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The model input ``(y, input_delta)`` when the mitigation variable is ``delta``."""
         y, own = self.threat.model_input(batch.y, batch.omega, delta, batch.maps)
         if batch.given is None:
             return y, own
         return y, batch.given if own is None else batch.given + own
 
-    def _optimise(self, batch: _Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[float]]:
+    def _optimise(self, batch: CyclicBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                     list[float]]:
         """Projected sign-gradient descent on the cyclic loss; the best iterate per slice.
 
         Returns ``(delta, loss, recon, loss at delta = 0, history)``.
@@ -478,8 +408,3 @@ class CyclicMitigation(Defense):
             if self.patience is not None and stale >= self.patience:
                 break
         return best_delta, best_loss, best_recon, first, history
-
-
-def _repeat(t: torch.Tensor | None, n: int) -> torch.Tensor | None:
-    """Tile along the batch dimension (``[t, t, ..., t]``), as the ``K`` masks are batched."""
-    return t if t is None or n == 1 else t.repeat(n, *([1] * (t.ndim - 1)))
