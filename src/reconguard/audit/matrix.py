@@ -22,8 +22,8 @@ from reconguard.defenses import build_defense
 from reconguard.errors import ConfigError
 from reconguard.models.base import INPUT_DELTA_MODELS
 from reconguard.models.registry import build, warn_if_untrained
+from reconguard.training.config import TrainConfig
 from reconguard.training.presets import CPU_PRESETS
-from reconguard.training.trainer import TrainConfig
 
 Fail = Callable[[tuple, str], ConfigError]
 

@@ -19,8 +19,9 @@ from reconguard.audit.matrix import train_options
 from reconguard.data import build_dataset, list_volumes
 from reconguard.errors import ConfigError, DataError
 from reconguard.models import load, load_fastmri
+from reconguard.training.config import TrainConfig
 from reconguard.training.presets import CPU_PRESETS
-from reconguard.training.trainer import TrainConfig, train
+from reconguard.training.trainer import train
 
 
 def data_directory(config: AuditConfig) -> Path:

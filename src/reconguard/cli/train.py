@@ -120,7 +120,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``reconguard train``."""
-    from reconguard.training.trainer import TrainConfig, train
+    from reconguard.training.config import TrainConfig
+    from reconguard.training.trainer import train
 
     check_device(args.device)
     model, model_config = _model_choice(args)

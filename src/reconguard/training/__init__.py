@@ -9,7 +9,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "TrainConfig": "trainer",
+    "TrainConfig": "config",
     "train": "trainer",
     "VolumeMetrics": "evaluation",
     "evaluate": "evaluation",

@@ -33,8 +33,9 @@ from reconguard.files import atomic_write
 from reconguard.models import registry
 from reconguard.models.pretrained import MANIFEST, WEIGHTS, manifest, sha256
 from reconguard.physics.masks import build_mask
+from reconguard.training.config import TrainConfig
 from reconguard.training.evaluation import evaluate, summarize
-from reconguard.training.trainer import TrainConfig, train
+from reconguard.training.trainer import train
 
 HALF_TOLERANCE_DB = 0.05  # largest test-PSNR change float16 storage may cause
 BASELINES = ("zero_filled", "cs_tv")  # every shipped model must beat these on the test split
