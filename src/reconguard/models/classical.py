@@ -53,6 +53,19 @@ def gradient_adjoint(grad: torch.Tensor) -> torch.Tensor:
     return adjoint.unsqueeze(1)
 
 
+def scaled_problem(masked_kspace: torch.Tensor, mask: torch.Tensor,
+                   coil_maps: torch.Tensor | None) -> tuple[MRIOperator, torch.Tensor, torch.Tensor]:
+    """What a model-based reconstructor starts from: the forward operator, the adjoint image
+    ``A^H y`` and its :func:`instance_scale` (divide the data by it, multiply the result back).
+
+    Shapes:
+        masked_kspace: ``(B, C, H, W)`` -> adjoint ``(B, 1, H, W)``, scale ``(B, 1, 1, 1)``
+    """
+    operator = resolve_operator(masked_kspace, mask, coil_maps)
+    adjoint = operator.adjoint(masked_kspace)
+    return operator, adjoint, instance_scale(adjoint)
+
+
 class CSTV(ReconstructorModule):
     """Compressed sensing with isotropic total variation, by unrolled Chambolle-Pock.
 
@@ -85,8 +98,7 @@ class CSTV(ReconstructorModule):
     def _reconstruct(
         self, masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None
     ) -> torch.Tensor:
-        operator = resolve_operator(masked_kspace, mask, coil_maps)
-        scale = instance_scale(operator.adjoint(masked_kspace))
+        operator, _, scale = scaled_problem(masked_kspace, mask, coil_maps)
         return scale * self._solve(operator, masked_kspace / scale)
 
     def _solve(self, operator: MRIOperator, kspace: torch.Tensor) -> torch.Tensor:

@@ -23,9 +23,8 @@ from torch.nn import functional as F
 
 from reconguard.errors import require
 from reconguard.models.base import ReconstructorModule
-from reconguard.models.classical import instance_scale
+from reconguard.models.classical import scaled_problem
 from reconguard.models.rim import channels_to_complex, complex_to_channels, data_gradient
-from reconguard.physics.coils import resolve_operator
 from reconguard.physics.operators import MRIOperator
 
 
@@ -291,9 +290,7 @@ class IRIM(ReconstructorModule):
     def _reconstruct(
         self, masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None
     ) -> torch.Tensor:
-        operator = resolve_operator(masked_kspace, mask, coil_maps)
-        adjoint = operator.adjoint(masked_kspace)
-        scale = instance_scale(adjoint)
+        operator, adjoint, scale = scaled_problem(masked_kspace, mask, coil_maps)
         image = complex_to_channels(adjoint / scale)
         batch, _, height, width = image.shape
         state = torch.cat([image, image.new_zeros(batch, self.config["chans"] - 2, height, width)], dim=1)

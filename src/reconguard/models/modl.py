@@ -16,8 +16,7 @@ from torch.nn import functional as F
 
 from reconguard.errors import require
 from reconguard.models.base import ReconstructorModule
-from reconguard.models.classical import instance_scale
-from reconguard.physics.coils import resolve_operator
+from reconguard.models.classical import scaled_problem
 
 _CG_RELATIVE_TOLERANCE = 1e-5  # ||residual|| / ||rhs|| below which CG stops (float32 resolution)
 
@@ -184,9 +183,7 @@ class MoDL(ReconstructorModule):
         self, masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None,
         input_delta: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        operator = resolve_operator(masked_kspace, mask, coil_maps)
-        adjoint = operator.adjoint(masked_kspace)
-        scale = instance_scale(adjoint)
+        operator, adjoint, scale = scaled_problem(masked_kspace, mask, coil_maps)
         if input_delta is not None:
             adjoint = adjoint + input_delta
         adjoint = adjoint / scale

@@ -17,8 +17,7 @@ from torch import nn
 
 from reconguard.errors import require
 from reconguard.models.base import ReconstructorModule
-from reconguard.models.classical import instance_scale
-from reconguard.physics.coils import resolve_operator
+from reconguard.models.classical import scaled_problem
 from reconguard.physics.operators import MRIOperator
 
 
@@ -144,9 +143,7 @@ class RIM(ReconstructorModule):
     def _reconstruct(
         self, masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None
     ) -> torch.Tensor:
-        operator = resolve_operator(masked_kspace, mask, coil_maps)
-        adjoint = operator.adjoint(masked_kspace)
-        scale = instance_scale(adjoint)
+        operator, adjoint, scale = scaled_problem(masked_kspace, mask, coil_maps)
         kspace, image = masked_kspace / scale, adjoint / scale
         batch, _, height, width = image.shape
         zeros = image.real.new_zeros(batch, self.config["chans"], height, width)

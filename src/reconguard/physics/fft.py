@@ -29,9 +29,7 @@ def fft2c(image: torch.Tensor) -> torch.Tensor:
     Shapes:
         image: ``(..., H, W)`` -> ``(..., H, W)``
     """
-    _check_complex(image, "fft2c")
-    shifted = torch.fft.ifftshift(image, dim=_DIMS)
-    return torch.fft.fftshift(torch.fft.fft2(shifted, dim=_DIMS, norm="ortho"), dim=_DIMS)
+    return _centred(torch.fft.fft2, image, "fft2c")
 
 
 def ifft2c(kspace: torch.Tensor) -> torch.Tensor:
@@ -46,6 +44,11 @@ def ifft2c(kspace: torch.Tensor) -> torch.Tensor:
     Shapes:
         kspace: ``(..., H, W)`` -> ``(..., H, W)``
     """
-    _check_complex(kspace, "ifft2c")
-    shifted = torch.fft.ifftshift(kspace, dim=_DIMS)
-    return torch.fft.fftshift(torch.fft.ifft2(shifted, dim=_DIMS, norm="ortho"), dim=_DIMS)
+    return _centred(torch.fft.ifft2, kspace, "ifft2c")
+
+
+def _centred(transform, x: torch.Tensor, name: str) -> torch.Tensor:
+    """``transform`` (``fft2`` or ``ifft2``, orthonormal) with the origin at the array centre."""
+    _check_complex(x, name)
+    shifted = torch.fft.ifftshift(x, dim=_DIMS)
+    return torch.fft.fftshift(transform(shifted, dim=_DIMS, norm="ortho"), dim=_DIMS)
