@@ -12,8 +12,8 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 from reconguard.defenses.smoothing import RandomizedSmoothing
-from reconguard.defenses.training import AdversarialTraining, CleanTraining, FNAFTraining, derive_seed, require
-from reconguard.errors import ConfigError
+from reconguard.defenses.training import AdversarialTraining, CleanTraining, FNAFTraining, derive_seed
+from reconguard.errors import ConfigError, require
 from reconguard.models.base import Reconstructor
 
 

@@ -41,7 +41,7 @@ from reconguard.attacks.noise import scaled_noise
 from reconguard.attacks.pgd import PGD
 from reconguard.attacks.threat import ThreatModel
 from reconguard.data.sample import Sample
-from reconguard.errors import ConfigError
+from reconguard.errors import require
 from reconguard.models.base import Reconstructor
 from reconguard.physics.operators import center_crop
 
@@ -349,11 +349,6 @@ def _with_clean(batch: TrainBatch, masked_kspace: torch.Tensor) -> TrainBatch:
         twice(batch.max_value), twice(batch.coil_maps), delta=batch.delta,
     )
 
-
-def require(ok: bool, message: str) -> None:
-    """Raise a :class:`ConfigError` with ``message`` unless ``ok`` (the strategies' option checks)."""
-    if not ok:
-        raise ConfigError(message)
 
 
 def _number(value: Any) -> bool:
