@@ -13,11 +13,12 @@ and a :func:`verdict`:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from reconguard.files import atomic_write
 
@@ -81,6 +82,16 @@ class ClaimRow:
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+
+
+def cache_key(ctx: ReproContext, spec: Any, models: Sequence[str]) -> str:
+    """Key of a claim's per-slice cache: what the run computes (``spec``, JSON), the seed, the device
+    and the SHA-256 of each named reference model's weights, so a cached slice is reused only by
+    the same computation on the same weights."""
+    hasher = hashlib.sha256(json.dumps([spec, ctx.seed, ctx.device]).encode())
+    for name in models:
+        hasher.update((Path(ctx.models) / f"{name}.safetensors").read_bytes())
+    return hasher.hexdigest()[:16]
 
 
 def verdict(paper: float, ci: tuple[float, float], *, tolerance: float) -> str:

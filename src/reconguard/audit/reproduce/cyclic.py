@@ -27,7 +27,6 @@ every test volume of the built-in data and measures, per slice:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from typing import Iterator
@@ -38,7 +37,7 @@ from tqdm.auto import tqdm
 
 from reconguard.attacks import BPDA, PenalizedPGD
 from reconguard.attacks.presets import build_attack
-from reconguard.audit.reproduce.common import ClaimRow, ReproContext, verdict
+from reconguard.audit.reproduce.common import ClaimRow, ReproContext, cache_key, verdict
 from reconguard.data import Sample, SliceDataset
 from reconguard.defenses.cyclic import CyclicMitigation
 from reconguard.files import atomic_write
@@ -79,7 +78,7 @@ def run(ctx: ReproContext, *, size: Size | None = None) -> list[ClaimRow]:
     defense = CyclicMitigation.paper(model, steps=size.mitigation_steps, seed=ctx.seed)
     records: list[dict[str, np.ndarray]] = []
     batches = list(_middle_slices(ctx, size.volumes))
-    cache = ctx.out / "cache" / _digest(ctx, size)
+    cache = ctx.out / "cache" / cache_key(ctx, asdict(size), ["modl"])
     for index, batch in enumerate(tqdm(batches, desc="cyclic", disable=not ctx.progress)):
         path = cache / f"slice{index}.json"
         if not path.exists():
@@ -88,13 +87,6 @@ def run(ctx: ReproContext, *, size: Size | None = None) -> list[ClaimRow]:
         records.append({k: np.asarray(v, dtype=np.float64) for k, v in json.loads(path.read_text()).items()})
     merged = {key: np.concatenate([r[key] for r in records if key in r]) for key in records[0] | records[-1]}
     return claim_rows(merged, size, lam=float(model.lam.detach()))
-
-
-def _digest(ctx: ReproContext, size: Size) -> str:
-    """Key of the per-slice cache: the run size, the seed, the device and the MoDL's weights."""
-    hasher = hashlib.sha256(json.dumps([asdict(size), ctx.seed, ctx.device]).encode())
-    hasher.update((ctx.models / "modl.safetensors").read_bytes())
-    return hasher.hexdigest()[:16]
 
 
 def _middle_slices(ctx: ReproContext, volumes: int | None, *, split: str = "test") -> Iterator[Sample]:

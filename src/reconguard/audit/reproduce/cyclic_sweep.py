@@ -17,14 +17,15 @@ gain under attack and the clean cost of each:
 - ``model``: the same MoDL recipe trained for 2 epochs instead of the reference's 30 (model
   quality; the data-consistency weight is fixed at 0.18 in both).
 
-Every (setting, slice) result is cached in ``ctx.out/<setting>/<slice>.json``, so an interrupted
-run resumes where it stopped.
+Every (setting, slice) result is cached under ``ctx.out/cache/<setting>/<key>/`` (the key hashes
+the run size, the setting, the seed, the device and the MoDL's weights), so an interrupted run
+resumes where it stopped and a ``--quick`` run never feeds a full one.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ from tqdm.auto import tqdm
 
 from reconguard.attacks import PenalizedPGD
 from reconguard.attacks.presets import build_attack
-from reconguard.audit.reproduce.common import ClaimRow, ReproContext, verdict
+from reconguard.audit.reproduce.common import ClaimRow, ReproContext, cache_key, verdict
 from reconguard.audit.reproduce.cyclic import (
     CLEAN_COST_LIMIT,
     DEPARTURES,
@@ -91,6 +92,7 @@ def run(ctx: ReproContext) -> list[ClaimRow]:
     volumes, attack_steps = (QUICK_VOLUMES, QUICK_ATTACK_STEPS) if ctx.quick else (FULL_VOLUMES, FULL_ATTACK_STEPS)
     steps = 2 if ctx.quick else BASE_STEPS
     batches = list(_middle_slices(ctx, volumes))
+    run_spec = {"volumes": volumes, "attack_steps": attack_steps, "steps": steps}
     rows: list[ClaimRow] = []
     models: dict[str, torch.nn.Module] = {}
     for setting in tqdm(settings, desc="cyclic sweep", disable=not ctx.progress):
@@ -102,7 +104,8 @@ def run(ctx: ReproContext) -> list[ClaimRow]:
             defense = defense.calibrated([_clean_input(b) for b in _middle_slices(ctx, None, split="val")])
         results = []
         for index, batch in enumerate(batches):
-            path = ctx.out / setting.label / f"{index}.json"
+            key = cache_key(ctx, {**run_spec, "setting": asdict(setting)}, ["modl"])
+            path = ctx.out / "cache" / setting.label / key / f"{index}.json"
             if not path.exists():
                 measured = _measure(batch, model, defense, attack_steps, ctx.seed, evasion=setting.evasion)
                 atomic_write(path, json.dumps(measured))

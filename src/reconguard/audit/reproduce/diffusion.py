@@ -33,8 +33,6 @@ noise (the model is reseeded), so a difference is due to the perturbation, not t
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -43,7 +41,7 @@ from tqdm.auto import tqdm
 
 from reconguard.attacks import PGD, AttackLoss, ThreatModel
 from reconguard.attacks.base import reconstruct_under
-from reconguard.audit.reproduce.common import ClaimRow, ReproContext, write_table
+from reconguard.audit.reproduce.common import ClaimRow, ReproContext, cache_key, write_table
 from reconguard.data import Sample, SliceDataset
 from reconguard.files import atomic_path
 from reconguard.metrics import bootstrap_ci, describe_artefact, slice_metrics
@@ -113,7 +111,7 @@ def run(ctx: ReproContext, *, size: Size | None = None) -> list[ClaimRow]:
     dataset = SliceDataset(Path(ctx.data) / "test")
     rows = [_clean_row(diffusion, dataset, acceleration, size, ctx) for acceleration in (4.0, 8.0)]
     setting = _setting(size, surrogates)
-    cache = Path(ctx.out) / "cache" / _digest(ctx, size, ["diffusion", *present])
+    cache = Path(ctx.out) / "cache" / cache_key(ctx, asdict(size), ["diffusion", *present])
     samples = _attack_samples(dataset, size)
     for eps in size.eps:
         slices = []
@@ -128,14 +126,6 @@ def run(ctx: ReproContext, *, size: Size | None = None) -> list[ClaimRow]:
         if eps == max(size.eps) and surrogates:
             rows += _artefact_rows(slices, eps, setting)
     return rows
-
-
-def _digest(ctx: ReproContext, size: Size, names: list[str]) -> str:
-    """Key of the attack cache: run size, seed, device and the SHA-256 of every model's weights."""
-    hasher = hashlib.sha256(json.dumps([asdict(size), ctx.seed, ctx.device]).encode())
-    for name in names:
-        hasher.update((Path(ctx.models) / f"{name}.safetensors").read_bytes())
-    return hasher.hexdigest()[:16]
 
 
 def _setting(size: Size, surrogates: dict) -> str:
