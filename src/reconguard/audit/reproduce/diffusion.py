@@ -85,8 +85,8 @@ class Size:
     surrogate_steps: int
 
 
-# Sized for this 2-core CPU (about 40 minutes): 4 posterior samples of 20 steps per reconstruction
-# (+3.3 dB over zero-filling at 8x, against +1.8 dB for one sample), the paper's largest budget.
+# Sized for this 2-core CPU: 4 averaged posterior samples of 20 steps per reconstruction (the paper
+# averages samples), 4 attacked slices, the paper's largest budget.
 FULL = Size(clean_slices=22, attack_volumes=4, steps=20, samples=4, eps=(0.02, 0.08),
             pgd_steps=5, eot_draws=1, surrogate_steps=50)  # fmt: skip
 QUICK = Size(clean_slices=4, attack_volumes=2, steps=3, samples=1, eps=(0.08,),
