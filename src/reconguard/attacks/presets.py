@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any, Callable
 
 from reconguard.attacks import FNAF, PGD, AttackLoss, SparseKSpace, ThreatModel, fgsm
+from reconguard.attacks.fnaf import CRITERIA
 from reconguard.attacks.threat import MAX_EPS
 from reconguard.errors import ConfigError
 
@@ -30,6 +31,7 @@ class Option:
         low, strict, high: Range of a number: ``>= low`` (``> low`` when ``strict``), ``<= high``.
         help: One line for ``--help`` (the default is appended).
         metavar: How ``--help`` shows the value.
+        choices: The values a ``str`` option may take (``None``: checked by the attack).
         off: For a ``bool`` that defaults to ``True``: the flag that sets it ``False``, and its help.
     """
 
@@ -40,6 +42,7 @@ class Option:
     high: float | None = None
     help: str = ""
     metavar: str | None = None
+    choices: tuple[str, ...] | None = None
     off: tuple[str, str] | None = None
 
 
@@ -60,7 +63,7 @@ OPTIONS: dict[str, Option] = {
     "candidates": Option(int, 11, low=1, help="fnaf: random features per slice"),
     "feature_size": Option(int, 10, low=1, help="fnaf: pixels per feature"),
     "gamma": Option(float, 1e-3, strict=True, help="fnaf: hit threshold on the criterion's score"),
-    "criterion": Option(str, "missing", metavar="missing|paper",
+    "criterion": Option(str, "missing", metavar="|".join(CRITERIA), choices=CRITERIA,
                         help="fnaf: hit score, the missing feature / max (reconguard) or the raw error in the feature "
                         "region after mean/std normalisation (Cheng et al.)"),
     "seed": Option(int, 0, help="seed of random starts, features and the noise baseline"),

@@ -91,7 +91,8 @@ class Checker:
         if option.kind is bool:
             return self.boolean(value, path)
         if option.kind is str:
-            return self.string(value, path)
+            return self.string(value, path) if option.choices is None else self.choice(value, path, option.choices,
+                                                                                        path[-1])
         if option.kind is int:
             return self.integer(value, path, low=int(option.low))
         number = self.number(value, path, low=option.low, strict=option.strict)

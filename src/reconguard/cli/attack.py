@@ -72,7 +72,7 @@ def add_attack_options(parser: argparse.ArgumentParser) -> None:
         else:
             default = "per attack" if option.default is None else format(option.default, _FORMAT[option.kind])
             parser.add_argument(flag, type=_parser(option), default=option.default, metavar=option.metavar,
-                                help=f"{option.help} (default: {default})")
+                                choices=option.choices, help=f"{option.help} (default: {default})")
 
 
 _FORMAT = {int: "d", float: "g", str: ""}
