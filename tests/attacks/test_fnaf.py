@@ -18,12 +18,18 @@ from reconguard.models.zero_filled import zero_filled
 from reconguard.physics import RandomMask, fft2c, simulate_coil_maps
 
 
+def run_fnaf(attack, model, kspace, mask, **options):
+    """``attack`` with the call of every attack: the measurement, its mask, and the fully sampled ``kspace``."""
+    return attack(model, kspace * mask, mask, kspace=kspace, **options)
+
+
 def hit_rate(attack, model, batches, mask_fn):
     """The data-set loop the CLI runs: attack every batch, then aggregate."""
     results = []
     for sample in batches:
         _, mask = sample.undersample(mask_fn)
-        results.append(attack(model, sample.kspace, mask, coil_maps=sample.coil_maps, max_value=sample.max_value))
+        results.append(run_fnaf(attack, model, sample.kspace, mask, coil_maps=sample.coil_maps,
+                                max_value=sample.max_value))
     return summarize_hits(results)
 
 def phantom_batch(batch=4, size=64, coils=1, phase=False, floor=0.0, seed=3) -> dict:
@@ -114,7 +120,7 @@ def test_same_seed_same_features():
 def test_insertion_changes_the_fully_sampled_image_only_inside_the_feature(coils, insertion):
     data = phantom_batch(batch=2, size=32, coils=coils, phase=True, floor=0.1)
     attack = FNAF(insertion=insertion, info_threshold=0.0, num_candidates=3)
-    result = attack(ZeroFilled(), data["kspace"], full_mask(32), coil_maps=data["coil_maps"])
+    result = run_fnaf(attack, ZeroFilled(), data["kspace"], full_mask(32), coil_maps=data["coil_maps"])
     inserted = zero_filled(result.adv_kspace, data["coil_maps"])  # fully sampled: the image itself
     base = data["image"] if insertion == "complex" else data["image"].abs().to(torch.complex64)
     change = inserted - base
@@ -132,9 +138,9 @@ def test_insertion_changes_the_fully_sampled_image_only_inside_the_feature(coils
 def test_information_threshold_extremes():
     data = phantom_batch(batch=3, size=32)
     mask = RandomMask(acceleration=4, center_fraction=0.08)((1, 1, 32, 32), seed=0)
-    none = FNAF(info_threshold=0.0)(ZeroFilled(), data["kspace"], mask)
+    none = run_fnaf(FNAF(info_threshold=0.0), ZeroFilled(), data["kspace"], mask)
     assert none.rejected.tolist() == [0, 0, 0] and bool(none.accepted.all())
-    every = FNAF(info_threshold=1e9)(ZeroFilled(), data["kspace"], mask)
+    every = run_fnaf(FNAF(info_threshold=1e9), ZeroFilled(), data["kspace"], mask)
     assert every.rejected.tolist() == [11, 11, 11] and not every.accepted.any() and not every.hit.any()
     mask_fn = RandomMask(acceleration=4, center_fraction=0.08)
     stats = hit_rate(FNAF(info_threshold=1e9), ZeroFilled(), samples(batches=1, batch=3, size=32), mask_fn)
@@ -149,12 +155,12 @@ def test_information_rejects_a_feature_the_acquisition_does_not_measure():
     centre = torch.zeros(1, 1, 1, 128, dtype=torch.bool)
     centre[..., 64] = True
     attack = FNAF(intensity_range=(0.25, 0.25))
-    blind = attack(ZeroFilled(), kspace, centre)
+    blind = run_fnaf(attack, ZeroFilled(), kspace, centre)
     assert blind.rejected.tolist() == [11, 11] and not blind.accepted.any()
     rows = blind.feature_mask.sum(dim=-1, keepdim=True).float()
     expected = ((0.25 * rows / 128).square() * blind.loss_mask).flatten(1).sum(1) / blind.loss_mask.flatten(1).sum(1)
     assert torch.allclose(blind.information, expected, rtol=1e-4)
-    seen = attack(ZeroFilled(), kspace, full_mask(128))
+    seen = run_fnaf(attack, ZeroFilled(), kspace, full_mask(128))
     assert seen.rejected.tolist() == [0, 0] and bool(seen.accepted.all())
 
 
@@ -179,7 +185,7 @@ def test_zero_filled_misses_most_features(acceleration):
 def test_random_search_is_one_batch_in_eval_mode_without_grad():
     data = phantom_batch(batch=2, size=32)
     model = Recorder().train()
-    result = FNAF(num_candidates=5)(model, data["kspace"], full_mask(32))
+    result = run_fnaf(FNAF(num_candidates=5), model, data["kspace"], full_mask(32))
     assert [c[0] for c in model.calls] == [2, 10]  # clean control, 2 slices x 5 candidates
     assert not any(training or grad for _, training, grad in model.calls)
     assert model.training and result.evaluations == 2 and result.candidates == 5
@@ -188,9 +194,9 @@ def test_random_search_is_one_batch_in_eval_mode_without_grad():
 def test_max_batch_chunks_the_candidates_without_changing_the_result():
     data = phantom_batch(batch=2, size=32)
     mask = RandomMask(acceleration=4, center_fraction=0.08)((1, 1, 32, 32), seed=1)
-    whole = FNAF(num_candidates=5, region=20)(ZeroFilled(), data["kspace"], mask)
+    whole = run_fnaf(FNAF(num_candidates=5, region=20), ZeroFilled(), data["kspace"], mask)
     model = Recorder()
-    chunked = FNAF(num_candidates=5, region=20, max_batch=4)(model, data["kspace"], mask)
+    chunked = run_fnaf(FNAF(num_candidates=5, region=20, max_batch=4), model, data["kspace"], mask)
     assert [c[0] for c in model.calls] == [2, 4, 4, 2]
     for name in ("loss", "feature_loss", "information", "position", "recon"):
         torch.testing.assert_close(getattr(chunked, name), getattr(whole, name))
@@ -202,8 +208,8 @@ def test_max_batch_chunks_the_candidates_without_changing_the_result():
 def test_finite_difference_is_at_least_as_bad_as_random_search():
     data = phantom_batch(batch=4, size=64)
     mask = RandomMask(acceleration=4, center_fraction=0.08)((1, 1, 64, 64), seed=1)
-    random = FNAF(seed=3, region=40)(ZeroFilled(), data["kspace"], mask)
-    refined = FNAF(seed=3, region=40, search="finite_difference")(ZeroFilled(), data["kspace"], mask)
+    random = run_fnaf(FNAF(seed=3, region=40), ZeroFilled(), data["kspace"], mask)
+    refined = run_fnaf(FNAF(seed=3, region=40, search="finite_difference"), ZeroFilled(), data["kspace"], mask)
     keep = random.accepted
     assert bool((refined.loss[keep] >= random.loss[keep] * (1 - 1e-5)).all())
     assert refined.candidates == 11 + 2 * 5 and refined.evaluations == 1 + 1 + 2 * 2
@@ -216,9 +222,8 @@ def test_finite_difference_is_at_least_as_bad_as_random_search():
 def test_results_are_deterministic_per_seed():
     data = phantom_batch(batch=2, size=32, coils=3, phase=True)
     mask = RandomMask(acceleration=4, center_fraction=0.08)((1, 1, 32, 32), seed=0)
-    run = lambda seed: FNAF(seed=seed, search="finite_difference")(  # noqa: E731
-        ZeroFilled(), data["kspace"], mask, coil_maps=data["coil_maps"]
-    )
+    run = lambda seed: run_fnaf(FNAF(seed=seed, search="finite_difference"),  # noqa: E731
+                                ZeroFilled(), data["kspace"], mask, coil_maps=data["coil_maps"])
     a, b, c = run(0), run(0), run(1)
     for name in ("feature_mask", "loss", "recon", "adv_kspace", "rejected", "position"):
         assert torch.equal(getattr(a, name), getattr(b, name))
@@ -232,7 +237,7 @@ def test_restores_model_mode_and_flags(tiny_unet):
     mask = RandomMask(acceleration=4, center_fraction=0.08)((1, 1, 32, 32), seed=0)
     tiny_unet.train()
     flags = [p.requires_grad for p in tiny_unet.parameters()]
-    result = FNAF(search="finite_difference", iterations=1)(tiny_unet, data["kspace"], mask)
+    result = run_fnaf(FNAF(search="finite_difference", iterations=1), tiny_unet, data["kspace"], mask)
     assert tiny_unet.training and [p.requires_grad for p in tiny_unet.parameters()] == flags
     assert torch.isfinite(result.loss).all() and result.control_region_loss.shape == (2,)
 
@@ -240,7 +245,9 @@ def test_restores_model_mode_and_flags(tiny_unet):
 def test_user_errors_raise_config_errors():
     data = phantom_batch(batch=1, size=32, coils=3)
     with pytest.raises(ConfigError):
-        FNAF()(ZeroFilled(), data["kspace"], full_mask(32))  # multi-coil without coil maps
+        run_fnaf(FNAF(), ZeroFilled(), data["kspace"], full_mask(32))  # multi-coil without coil maps
+    with pytest.raises(ConfigError, match="fully sampled"):
+        FNAF()(ZeroFilled(), data["kspace"], full_mask(32), coil_maps=data["coil_maps"])  # no kspace=
     for bad in ({"search": "grid"}, {"step": 0}, {"intensity_range": (0.5, 0.1)}, {"alpha": 0, "beta": 0}):
         with pytest.raises(ConfigError):
             FNAF(**bad)
@@ -259,6 +266,6 @@ def test_hit_measures_the_missing_feature_not_baseline_error():
             return torch.polar(exact.abs() + 0.2, exact.angle())  # a constant offset: bad PSNR, feature intact
 
     data = phantom_batch(batch=3, size=32)
-    result = FNAF()(Blurry(), data["kspace"], full_mask(32))
+    result = run_fnaf(FNAF(), Blurry(), data["kspace"], full_mask(32))
     assert bool((result.region_loss > 1e-3).all())  # the paper's raw rule would call every slice a hit
     assert not result.hit.any() and bool((result.feature_loss < 1e-10).all())

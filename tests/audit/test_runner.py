@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from reconguard.audit import Store, load_config, run_audit
+from reconguard.experiment import CONDITIONS
 
 CONFIG = """\
 output: {out}
@@ -66,7 +67,8 @@ def test_records_are_tidy_and_complete(reference, tiny_data, tmp_path):
         conditions[(r["defense"], r["attack"], r["source"] != r["model"])].add(r["condition"])
     assert conditions[("none", "pgd-kspace", False)] == {"clean", "attacked", "noise", "artefact", "zero_filled"}
     assert conditions[("smooth", "pgd-kspace", False)] == {"clean", "attacked", "noise", "nonadaptive", "artefact",
-                                                            "zero_filled"}
+                                                            "zero_filled", "undefended_clean", "undefended_attacked"}
+    assert set().union(*conditions.values()) <= set(CONDITIONS)  # one vocabulary
     assert conditions[("none", "pgd-kspace", True)] == {"clean", "attacked", "noise", "artefact", "zero_filled"}
     flatness = [r["value"] for r in reference if r["metric"] == "spectral_flatness"]
     assert flatness and all(0 <= v <= 1 for v in flatness)

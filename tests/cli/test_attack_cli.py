@@ -12,11 +12,13 @@ import torch
 from reconguard.cli.main import main
 
 EXPECTED_COLUMNS = [
-    "volume", "slice", "model", "attack", "threat", "eps", "norm", "budget", "relative_norm",
-    "psnr_clean", "psnr_attacked", "psnr_noise", "ssim_clean", "ssim_attacked", "ssim_noise",
-    "nmse_clean", "nmse_attacked", "nmse_noise", "loss", "noise_loss", "clean_loss",
-    "artefact_spectral_flatness", "artefact_neighbour_correlation", "artefact_edge_correlation", "seconds",
-]
+    "volume", "slice", "model", "attack", "threat", "eps",
+    "clean_psnr", "clean_ssim", "clean_nmse", "clean_loss", "attacked_psnr", "attacked_ssim", "attacked_nmse",
+    "attacked_loss", "noise_psnr", "noise_ssim", "noise_nmse", "noise_loss",
+    "zero_filled_psnr", "zero_filled_ssim", "zero_filled_nmse", "attacked_norm", "attacked_budget",
+    "attacked_relative_norm", "artefact_spectral_flatness", "artefact_neighbour_correlation",
+    "artefact_edge_correlation", "attacked_seconds",
+]  # <condition>_<metric>, the audit's vocabulary
 
 
 def _run(argv, capsys):
@@ -82,16 +84,16 @@ def test_writes_every_output(kspace_run, tiny_data):
     assert {r["attack"] for r in rows} == {"pgd-kspace"} and {r["threat"] for r in rows} == {"kspace-l2(rel)=0.02"}
     assert {r["model"] for r in rows} == {f"{kspace_run.parent.parent.name}-best"} or rows[0]["model"].endswith("best")
     for row in rows:
-        assert float(row["relative_norm"]) <= 0.02 * (1 + 1e-5)
-        assert float(row["norm"]) <= float(row["budget"]) * (1 + 1e-5)
+        assert float(row["attacked_relative_norm"]) <= 0.02 * (1 + 1e-5)
+        assert float(row["attacked_norm"]) <= float(row["attacked_budget"]) * (1 + 1e-5)
     summary = json.loads((kspace_run / "summary.json").read_text())
     assert summary["slices"] == 10 and summary["volumes"] == 2
     assert summary["resolved"]["steps"] == 3 and summary["resolved"]["norm"] == "l2"
-    mean_attacked = sum(float(r["psnr_attacked"]) for r in rows) / len(rows)
-    assert math.isclose(summary["mean"]["psnr_attacked"], mean_attacked, rel_tol=1e-9)
+    mean_attacked = sum(float(r["attacked_psnr"]) for r in rows) / len(rows)
+    assert math.isclose(summary["mean"]["attacked_psnr"], mean_attacked, rel_tol=1e-9)
     panels = sorted((kspace_run / "panels").glob("*.png"))
     assert len(panels) == 3
-    drops = sorted((float(r["psnr_clean"]) - float(r["psnr_attacked"]), r["volume"], r["slice"]) for r in rows)
+    drops = sorted((float(r["clean_psnr"]) - float(r["attacked_psnr"]), r["volume"], r["slice"]) for r in rows)
     worst = {f"{v.removesuffix('.h5')}_{s}.png" for _, v, s in drops[-3:]}
     assert {p.name for p in panels} == worst
     for png in panels:
@@ -130,7 +132,7 @@ def test_adversarial_files_reproduce_the_attack(kspace_run, tiny_data, tiny_unet
         recon = model(adv_kspace, adv_mask)
     torch.testing.assert_close(recon[:4], result.recon, rtol=1e-4, atol=1e-5)
     values = psnr(reread.target, magnitude(recon, reread.target), data_range=reread.max_value, reduction="none")
-    expected = [float(r["psnr_attacked"]) for r in _rows(kspace_run)]
+    expected = [float(r["attacked_psnr"]) for r in _rows(kspace_run)]
     torch.testing.assert_close(values.double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-4, atol=1e-4)
 
 
@@ -144,8 +146,8 @@ def test_image_attack_prints_table_and_respects_options(tiny_data, tmp_path, cap
     for label in ("| clean |", "| attacked |", "| same-norm noise |", "PSNR (dB)", "image-linf(abs)=0.05"):
         assert label in printed
     rows = _rows(out)
-    assert len(rows) == 3 and all(float(r["norm"]) <= 0.05 * (1 + 1e-5) for r in rows)
-    assert all(float(r["psnr_attacked"]) < float(r["psnr_clean"]) for r in rows)
+    assert len(rows) == 3 and all(float(r["attacked_norm"]) <= 0.05 * (1 + 1e-5) for r in rows)
+    assert all(float(r["attacked_psnr"]) < float(r["clean_psnr"]) for r in rows)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["resolved"]["reference"] == "target" and summary["resolved"]["loss"] == "l1"
     assert len(list((out / "panels").glob("*.png"))) == 1
@@ -174,7 +176,7 @@ def test_multicoil_files_keep_coils_and_maps(tmp_path, capsys):
     assert batch.kspace.shape[1] == 2 and batch.mask is not None
     recon = load("zero_filled")(batch.kspace, batch.mask, coil_maps=batch.coil_maps)
     values = psnr(batch.target, magnitude(recon, batch.target), data_range=batch.max_value, reduction="none")
-    expected = torch.tensor([float(r["psnr_attacked"]) for r in _rows(out)])
+    expected = torch.tensor([float(r["attacked_psnr"]) for r in _rows(out)])
     torch.testing.assert_close(values, expected, rtol=1e-4, atol=1e-4)
 
 
@@ -227,8 +229,8 @@ def test_sparse_kspace_attack(tiny_data, tmp_path, capsys):
     code, printed, _ = _run(argv, capsys)
     assert code == 0 and "kspace-l0(rel)=4" in printed
     rows = _rows(out)
-    assert all(float(r["norm"]) <= 4 for r in rows)
-    assert all(float(r["psnr_attacked"]) < float(r["psnr_noise"]) for r in rows)
+    assert all(float(r["attacked_norm"]) <= 4 for r in rows)
+    assert all(float(r["attacked_psnr"]) < float(r["noise_psnr"]) for r in rows)
 
 
 @pytest.mark.parametrize("attack", ["fnaf", "fnaf-fd"])
@@ -241,10 +243,11 @@ def test_fnaf_attack_reports_hits_and_writes_featured_volumes(attack, tiny_data,
     code, printed, _ = _run(argv, capsys)
     assert code == 0 and "hit rate" in printed and "| attacked |" in printed and "same-norm" not in printed
     rows = _rows(out)
-    assert len(rows) == 4 and {"hit", "feature_loss", "region_loss", "control_region_loss"} <= set(rows[0])
+    assert len(rows) == 4
+    assert {"fnaf_hit", "fnaf_feature_loss", "fnaf_region_loss", "fnaf_control_region_loss"} <= set(rows[0])
     summary = json.loads((out / "summary.json").read_text())
     stats = summary["hit_rate"]
-    assert stats["hits"] == sum(r["hit"] == "True" for r in rows) and stats["slices"] + stats["excluded"] == 4
+    assert stats["hits"] == sum(float(r["fnaf_hit"]) == 1 for r in rows) and stats["slices"] + stats["excluded"] == 4
     featured = SliceDataset(out / "adversarial")
     assert len(featured) == 4 and len(list((out / "panels").glob("*.png"))) == 2
 
@@ -259,6 +262,14 @@ def test_transfer_matrix_command(tiny_data, tiny_unet, tmp_path, capsys):
         rows = list(csv.DictReader(handle))
     unet = f"{tiny_unet.parent.name}-best"
     assert {(r["surrogate"], r["target"]) for r in rows} == {(unet, unet), (unet, "zero_filled")}
-    assert len(rows) == 3 * 2 * 4 * 3  # slices x targets x metrics x conditions
-    code, _, err = _run([*argv, "--attack", "fnaf"], capsys)
+    # slices x targets x (psnr, ssim, nmse, loss) x (clean, attacked, noise), and the audit's other records
+    assert len([r for r in rows if r["condition"] in ("clean", "attacked", "noise") and r["metric"] in
+                ("psnr", "ssim", "nmse", "loss")]) == 3 * 2 * 4 * 3
+    assert {r["condition"] for r in rows} == {"clean", "attacked", "noise", "zero_filled", "artefact"}
+    white = {r["metric"]: float(r["value"]) for r in rows if r["target"] == unet and r["condition"] == "attacked"
+             and r["sample"] == rows[0]["sample"]}
+    assert white["psnr"] < {r["metric"]: float(r["value"]) for r in rows if r["target"] == unet
+                            and r["condition"] == "clean" and r["sample"] == rows[0]["sample"]}["psnr"]
+    steps = argv.index("--steps")
+    code, _, err = _run([*argv[:steps], *argv[steps + 2:], "--attack", "fnaf"], capsys)
     assert code == 2 and "transfer needs a perturbation" in err

@@ -38,11 +38,11 @@ def test_defend_reports_every_condition(defense, settings, adaptive, tiny_data, 
     with open(out / "metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2
-    for condition in ("clean", "clean_defended", "attacked", "attacked_defended", "adaptive_defended"):
-        assert all(float(r[f"psnr_{condition}"]) > 0 for r in rows)
-    assert all(float(r["psnr_attacked"]) < float(r["psnr_clean"]) for r in rows)
+    for condition in ("undefended_clean", "clean", "undefended_attacked", "nonadaptive", "attacked"):
+        assert all(float(r[f"{condition}_psnr"]) > 0 for r in rows)
+    assert all(float(r["undefended_attacked_psnr"]) < float(r["undefended_clean_psnr"]) for r in rows)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["defense"] == defense and summary["mean"]["seconds_defense"] > 0
+    assert summary["defense"] == defense and summary["mean"]["clean_seconds"] > 0
 
 
 def test_cyclic_threshold_is_calibrated_on_the_validation_split(tiny_data, tiny_modl, tmp_path, capsys):
@@ -74,4 +74,4 @@ def test_no_adaptive_skips_the_adaptive_row_and_says_so(tiny_data, tiny_modl, tm
     assert main(argv) == 0
     assert "not run" in capsys.readouterr().out
     mean = json.loads((out / "summary.json").read_text())["mean"]
-    assert "psnr_adaptive_defended" not in mean and mean["seconds_defense_attacked"] > 0
+    assert "attacked_psnr" not in mean and mean["nonadaptive_seconds"] > 0 and mean["clean_psnr"] > 0

@@ -1,27 +1,31 @@
 """Attacks: one threat-model API for k-space, image-domain, sparse, FNAF, transfer and adaptive attacks.
 
-A :class:`ThreatModel` states the budget (domain, norm, eps, relative or absolute, support); an
-:class:`Attack` maximises an :class:`AttackLoss` inside it and returns an :class:`AttackResult`
-that always carries the same-norm Gaussian-noise baseline.
+Every attack is an :class:`Attack`: one call on one batch returning an :class:`AttackResult`. A
+:class:`ThreatModel` states a perturbation's budget (domain, norm, eps, relative or absolute,
+support); a :class:`PerturbationAttack` maximises an :class:`AttackLoss` inside it and its result
+carries the same-norm Gaussian-noise baseline; :class:`FNAF` inserts small features instead and
+adds its hit and feature losses (:class:`FNAFResult`).
 """
 
 from reconguard.attacks.adaptive import BPDA, PenalizedPGD
-from reconguard.attacks.base import Attack, AttackContext, AttackResult, frozen, keep_best
+from reconguard.attacks.base import Attack, AttackResult, frozen
 from reconguard.attacks.features import Features, make_features
 from reconguard.attacks.fnaf import FNAF, FNAFResult
 from reconguard.attacks.hits import HitCounter, HitRate, summarize_hits
 from reconguard.attacks.losses import AttackLoss, reconstruction_error
 from reconguard.attacks.noise import same_norm_noise, scaled_noise
+from reconguard.attacks.perturbation import AttackContext, PerturbationAttack, keep_best
 from reconguard.attacks.pgd import PGD, fgsm
 from reconguard.attacks.sparse import SparseKSpace
 from reconguard.attacks.threat import ThreatModel, keep_largest
-from reconguard.attacks.transfer import TransferOutcome, transfer, transfer_matrix
+from reconguard.attacks.transfer import TransferOutcome, evaluate_transfer, transfer
 
 __all__ = [
     "BPDA",
     "PenalizedPGD",
     "FNAF",
     "PGD",
+    "PerturbationAttack",
     "Attack",
     "AttackContext",
     "AttackLoss",
@@ -41,7 +45,7 @@ __all__ = [
     "reconstruction_error",
     "same_norm_noise",
     "scaled_noise",
+    "evaluate_transfer",
     "summarize_hits",
     "transfer",
-    "transfer_matrix",
 ]

@@ -31,8 +31,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from reconguard.attacks.base import AttackContext, call_model
+from reconguard.attacks.base import call_model
 from reconguard.attacks.losses import AttackLoss
+from reconguard.attacks.perturbation import AttackContext
 from reconguard.attacks.pgd import PGD
 from reconguard.attacks.threat import ThreatModel
 from reconguard.errors import ConfigError

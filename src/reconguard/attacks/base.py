@@ -1,27 +1,25 @@
-"""The attack machinery every attack shares.
+"""What every attack is: one call on one batch, one result type.
 
-:class:`Attack` puts the model in eval mode with frozen weights (no weight gradient is ever
-computed; the mode and ``requires_grad`` flags are restored afterwards, even on error), builds an
-:class:`AttackContext` (budget, support, reference image, seeded generator), calls the one method a
-subclass overrides, :meth:`Attack._run`, projects its answer once more, and returns an
-:class:`AttackResult` with the same-norm Gaussian-noise baseline alongside.
+:class:`Attack` is the interface: ``attack(model, masked_kspace, mask, target=..., coil_maps=...,
+max_value=..., kspace=...)`` returns an :class:`AttackResult`. Perturbation attacks (PGD, FGSM,
+sparse spikes; :class:`~reconguard.attacks.perturbation.PerturbationAttack`) fill its threat,
+perturbation and same-norm-noise fields; feature attacks (FNAF) leave those ``None`` and add their
+own fields in a subclass (:class:`~reconguard.attacks.fnaf.FNAFResult`). Whoever evaluates an
+attack (:mod:`reconguard.experiment`) reads the common fields and :meth:`AttackResult.measures`,
+and never asks which kind of attack it ran.
 """
 
 from __future__ import annotations
 
-import time
+import abc
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from dataclasses import dataclass
+from typing import ClassVar, Iterator
 
 import torch
 
-from reconguard.attacks.losses import AttackLoss
-from reconguard.attacks.noise import same_norm_noise
 from reconguard.attacks.threat import ThreatModel
-from reconguard.errors import ConfigError
 from reconguard.models.base import Reconstructor, validate_input_delta
-from reconguard.physics.operators import validate_kspace
 
 
 @contextmanager
@@ -43,132 +41,133 @@ def frozen(model: Reconstructor) -> Iterator[None]:
         model.train(was_training)
 
 
-@dataclass
-class AttackContext:
-    """Everything an attack needs about one batch; built by :class:`Attack`.
-
-    Shapes:
-        masked_kspace: ``(B, C, H, W)``; clean_recon ``(B, 1, H, W)``; reference, region: ``(B, 1, h, w)``;
-        budget: ``(B, 1 or C, 1, 1)``; support: broadcastable to the delta shape
-    """
-
-    model: Reconstructor
-    threat: ThreatModel
-    loss_fn: AttackLoss
-    clean_recon: torch.Tensor
-    masked_kspace: torch.Tensor
-    mask: torch.Tensor
-    coil_maps: torch.Tensor | None
-    reference: torch.Tensor
-    region: torch.Tensor | None
-    data_range: torch.Tensor | None
-    budget: torch.Tensor
-    support: torch.Tensor
-    generator: torch.Generator
-    eot_samples: int = 1
-    evaluations: int = field(default=1)  # the clean reconstruction
-    penalty: Callable[[torch.Tensor], torch.Tensor] | None = None  # delta -> (B,), subtracted from the loss
-
-    @property
-    def delta_shape(self) -> tuple[int, ...]:
-        """Shape of the perturbation."""
-        return self.threat.delta_shape(self.masked_kspace)
-
-    def project(self, delta: torch.Tensor) -> torch.Tensor:
-        """Project onto this batch's threat set."""
-        return self.threat.project(delta, self.budget, self.support)
-
-    def reconstruct(self, delta: torch.Tensor) -> torch.Tensor:
-        """The model's reconstruction under ``delta`` (perturbed measurement or network input)."""
-        self.evaluations += 1
-        return reconstruct_under(self.model, self.threat, self.masked_kspace, self.mask, delta, self.coil_maps)
-
-    def loss_and_gradient(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-slice loss of ``delta`` (detached) and the gradient of its sum w.r.t. ``delta``.
-
-        Only the input gradient is computed: the model's weights are frozen by :class:`Attack`.
-        """
-        delta = delta.detach().requires_grad_(True)
-        loss = self.loss(delta)
-        (grad,) = torch.autograd.grad(loss.sum(), delta)
-        return loss.detach(), grad
-
-    def loss(self, delta: torch.Tensor) -> torch.Tensor:
-        """Per-slice loss of ``delta``, averaged over ``eot_samples`` draws of a random model, minus
-        the :attr:`penalty` of ``delta`` when the attack sets one.
-
-        The draws run as one batch (inputs repeated along the batch dimension).
-        """
-        value = self._damage(delta)
-        return value if self.penalty is None else value - self.penalty(delta)
-
-    def _damage(self, delta: torch.Tensor) -> torch.Tensor:
-        if self.eot_samples == 1:
-            recon = self.reconstruct(delta)
-            return self.loss_fn(recon, self.reference, region=self.region, data_range=self.data_range)
-        n, batch = self.eot_samples, delta.shape[0]
-        kspace, input_delta = self.threat.model_input(self.masked_kspace, self.mask, delta, self.coil_maps)
-        rep = lambda t: None if t is None else t.repeat(n, *([1] * (t.ndim - 1)))  # noqa: E731
-        mask = rep(self.mask) if self.mask.shape[0] == batch else self.mask
-        self.evaluations += 1
-        recon = call_model(self.model, rep(kspace), mask, rep(self.coil_maps), rep(input_delta))
-        data_range = self.data_range.repeat(n) if self.data_range is not None else None
-        losses = self.loss_fn(recon, rep(self.reference), region=rep(self.region), data_range=data_range)
-        return losses.reshape(n, batch).mean(dim=0)
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AttackResult:
     """Outcome of an attack on one batch.
 
     Attributes:
-        delta: The perturbation (in the threat's domain).
-        adv_kspace: Perturbed measured k-space (what the model saw; the unchanged ``y`` for
+        adv_kspace: Attacked measured k-space (what the model saw; the unchanged ``y`` for
             ``network_input`` threats, whose ``delta`` is the model's ``input_delta``).
         recon: Reconstruction of ``adv_kspace``.
         clean_recon: Reconstruction of the unperturbed measurement.
-        noise: Gaussian noise of exactly ``delta``'s norm on the same support (the baseline).
-        noise_recon: Reconstruction under ``noise``.
         loss: Final attack loss per slice (larger = more damage).
-        noise_loss: The same loss under the same-norm noise.
-        clean_loss: The same loss without perturbation.
-        norm: Size of ``delta`` in the threat's norm, per slice.
-        budget: The absolute budget per slice (per coil for per-coil threats).
-        history: Mean loss over the batch after each iteration.
         evaluations: Number of model evaluations used (EOT draws count once per batch call).
         seconds: Wall-clock time of the attack.
+        clean_loss: The same loss without perturbation (``None`` when the attack has no such loss).
+
+    Perturbation attacks only (``None`` otherwise):
+        threat: The budget the perturbation lives in.
+        delta: The perturbation (in the threat's domain).
+        noise: Gaussian noise of exactly ``delta``'s norm on the same support (the baseline).
+        noise_recon, noise_loss: Reconstruction and loss under ``noise``.
+        norm: Size of ``delta`` in the threat's norm, per slice.
+        budget: The absolute budget per slice (per coil for per-coil threats).
+        relative_norm: ``norm`` in units of the budget of ``eps = 1`` (relative to the measured
+            data, ``max|A^H y|``, ... whatever the threat refers to); for l0, of the acquired samples.
+        history: Mean loss over the batch after each iteration.
 
     Shapes:
         delta, noise: ``(B, C, H, W)`` (k-space) or ``(B, 1, H, W)`` (image); adv_kspace ``(B, C, H, W)``;
-        recon, clean_recon, noise_recon ``(B, 1, H, W)``; loss, norm ``(B,)``
+        recon, clean_recon, noise_recon ``(B, 1, H, W)``; loss, norm, relative_norm ``(B,)``
     """
 
-    threat: ThreatModel
-    delta: torch.Tensor
-    noise: torch.Tensor
+    #: The condition :meth:`measures` are recorded under (:mod:`reconguard.experiment`).
+    MEASURED_AS: ClassVar[str] = "attacked"
+
     adv_kspace: torch.Tensor
     recon: torch.Tensor
     clean_recon: torch.Tensor
-    noise_recon: torch.Tensor
     loss: torch.Tensor
-    noise_loss: torch.Tensor
-    clean_loss: torch.Tensor
-    norm: torch.Tensor
-    budget: torch.Tensor
-    history: list[float]
     evaluations: int
     seconds: float
+    clean_loss: torch.Tensor | None = None
+    threat: ThreatModel | None = None
+    delta: torch.Tensor | None = None
+    noise: torch.Tensor | None = None
+    noise_recon: torch.Tensor | None = None
+    noise_loss: torch.Tensor | None = None
+    norm: torch.Tensor | None = None
+    budget: torch.Tensor | None = None
+    relative_norm: torch.Tensor | None = None
+    history: tuple[float, ...] = ()
 
     @property
     def input_delta(self) -> torch.Tensor | None:
         """The network-input perturbation (``network_input`` threats), else ``None``."""
-        return self.delta if self.threat.support == "network_input" else None
+        return self.delta if self.threat is not None and self.threat.support == "network_input" else None
+
+    def truth(self, target: torch.Tensor) -> torch.Tensor:
+        """The image :attr:`recon` should be compared to: ``target`` unless the attack changed the truth."""
+        return target
+
+    def measures(self) -> dict[str, torch.Tensor]:
+        """Per-slice numbers of the attack itself (recorded under :attr:`MEASURED_AS`)."""
+        budget = None if self.budget is None else self.budget.flatten(1)[:, 0]
+        values = {"norm": self.norm, "budget": budget, "relative_norm": self.relative_norm}
+        return {name: value for name, value in values.items() if value is not None}
 
     def replay(self, model: Reconstructor, mask: torch.Tensor, *,
                coil_maps: torch.Tensor | None = None) -> torch.Tensor:
         """``model`` on exactly what the attacked model saw (a transfer, or a defense after a
         non-adaptive attack): ``adv_kspace`` and, for ``network_input`` threats, ``input_delta``."""
         return call_model(model, self.adv_kspace, mask, coil_maps, self.input_delta)
+
+    def replay_noise(self, model: Reconstructor, masked_kspace: torch.Tensor, mask: torch.Tensor, *,
+                     coil_maps: torch.Tensor | None = None) -> torch.Tensor | None:
+        """``model`` under the same-norm noise baseline (``None`` for attacks without one)."""
+        if self.noise is None or self.threat is None:
+            return None
+        return reconstruct_under(model, self.threat, masked_kspace, mask, self.noise, coil_maps)
+
+
+class Attack(abc.ABC):
+    """The interface of every attack: called on one batch, returns an :class:`AttackResult`.
+
+    Attributes:
+        threat: The budget (``None`` for attacks that are not norm-bounded, such as FNAF).
+        seed: Seeds every random choice of the attack.
+    """
+
+    threat: ThreatModel | None = None
+    seed: int = 0
+
+    @abc.abstractmethod
+    def __call__(
+        self,
+        model: Reconstructor,
+        masked_kspace: torch.Tensor,
+        mask: torch.Tensor,
+        *,
+        target: torch.Tensor | None = None,
+        coil_maps: torch.Tensor | None = None,
+        region: torch.Tensor | None = None,
+        max_value: torch.Tensor | None = None,
+        kspace: torch.Tensor | None = None,
+    ) -> AttackResult:
+        """Attack ``model`` on one batch.
+
+        Args:
+            model: Any reconstructor (a defended one too).
+            masked_kspace: Measured under-sampled k-space.
+            mask: Sampling mask.
+            target: Ground-truth magnitude (supervised losses, fully-sampled image threats; for a
+                targeted loss, the image to pull the reconstruction to).
+            coil_maps: Coil sensitivities (image-domain threats on multi-coil data, FNAF).
+            region: Image-space mask: restricts the loss (and image-domain perturbations).
+            max_value: Per-slice data range (fastMRI ``max``).
+            kspace: The fully sampled k-space (``Sample.kspace``): attacks that change the
+                scanned object (FNAF) need it; perturbation attacks ignore it.
+
+        Shapes:
+            masked_kspace, kspace ``(B, C, H, W)``; target, region ``(B, 1, h, w)``; max_value ``(B,)``
+        """
+
+    def objective(self, recon: torch.Tensor, clean: torch.Tensor, target: torch.Tensor,
+                  data_range: torch.Tensor | None) -> torch.Tensor | None:
+        """The attack's loss of any reconstruction ``recon`` (``clean``: the same model's clean
+        reconstruction), per slice -- how a transferred attack is scored on another model; ``None``
+        for attacks whose loss depends on what they searched (FNAF)."""
+        return None
 
 
 def call_model(model: Reconstructor, masked_kspace: torch.Tensor, mask: torch.Tensor,
@@ -188,158 +187,3 @@ def reconstruct_under(model: Reconstructor, threat: ThreatModel, masked_kspace: 
     return call_model(model, kspace, mask, coil_maps, input_delta)
 
 
-class Attack:
-    """Base class: subclasses implement :meth:`_run` (``ctx -> delta``) and nothing else.
-
-    Args:
-        threat: The perturbation budget.
-        loss: The objective (default: MSE to the ground truth).
-        eot_samples: Draws of a stochastic model averaged per loss evaluation (expectation over
-            transformation, batched); ``None`` uses 8 for models with ``stochastic = True`` and 1
-            otherwise.
-        seed: Seeds every random choice (random starts, noise baseline).
-
-    References:
-        Athalye, Engstrom, Ilyas, Kwok, "Synthesizing robust adversarial examples" (EOT),
-        arXiv:1707.07397.
-    """
-
-    def __init__(
-        self,
-        threat: ThreatModel,
-        loss: AttackLoss | None = None,
-        *,
-        eot_samples: int | None = None,
-        seed: int = 0,
-    ):
-        if not isinstance(threat, ThreatModel):
-            raise ConfigError(f"threat must be a ThreatModel, got {type(threat).__name__}")
-        if eot_samples is not None and eot_samples < 1:
-            raise ConfigError(f"eot_samples must be >= 1, got {eot_samples}")
-        self.threat = threat
-        self.loss = loss if loss is not None else AttackLoss()
-        self.eot_samples = eot_samples
-        self.seed = seed
-
-    def __call__(
-        self,
-        model: Reconstructor,
-        masked_kspace: torch.Tensor,
-        mask: torch.Tensor,
-        *,
-        target: torch.Tensor | None = None,
-        coil_maps: torch.Tensor | None = None,
-        region: torch.Tensor | None = None,
-        max_value: torch.Tensor | None = None,
-    ) -> AttackResult:
-        """Attack ``model`` on one batch.
-
-        Args:
-            model: Any reconstructor (a defended one too).
-            masked_kspace: Measured under-sampled k-space.
-            mask: Sampling mask.
-            target: Ground-truth magnitude (needed for supervised losses and fully-sampled
-                image threats; for a targeted loss, the image to pull the reconstruction to).
-            coil_maps: Coil sensitivities (needed by image-domain threats on multi-coil data).
-            region: Image-space mask: restricts the loss (and image-domain perturbations).
-            max_value: Per-slice data range for SSIM losses (fastMRI ``max``).
-
-        Returns:
-            The :class:`AttackResult`.
-
-        Shapes:
-            masked_kspace ``(B, C, H, W)``; target, region ``(B, 1, h, w)``; max_value ``(B,)``
-        """
-        validate_kspace(masked_kspace, mask, name="attack input")
-        start = time.perf_counter()
-        with frozen(model), torch.enable_grad():
-            ctx = self._context(
-                model, masked_kspace.detach(), mask.to(torch.bool), target, coil_maps, region, max_value
-            )
-            delta, history = self._run(ctx)
-            delta = ctx.project(delta.detach())
-            noise = same_norm_noise(self.threat, delta, ctx.support, ctx.generator)
-            with torch.no_grad():
-                recons = [ctx.reconstruct(delta), ctx.clean_recon, ctx.reconstruct(noise)]
-                losses = [self._final_loss(ctx, r) for r in recons]
-        return AttackResult(
-            threat=self.threat,
-            delta=delta,
-            noise=noise,
-            adv_kspace=self.threat.model_input(masked_kspace, mask, delta, coil_maps)[0].detach(),
-            recon=recons[0],
-            clean_recon=recons[1],
-            noise_recon=recons[2],
-            loss=losses[0],
-            noise_loss=losses[2],
-            clean_loss=losses[1],
-            norm=self.threat.measure(delta),
-            budget=ctx.budget,
-            history=history,
-            evaluations=ctx.evaluations,
-            seconds=time.perf_counter() - start,
-        )
-
-    def _final_loss(self, ctx: AttackContext, recon: torch.Tensor) -> torch.Tensor:
-        return ctx.loss_fn(recon, ctx.reference, region=ctx.region, data_range=ctx.data_range)
-
-    def _context(self, model, masked_kspace, mask, target, coil_maps, region, max_value) -> AttackContext:
-        if self.loss.reference == "target" or self.threat.support == "fully_sampled":
-            if target is None:
-                raise ConfigError(f"{type(self).__name__} with this loss/threat needs the target image")
-        with torch.no_grad():
-            clean = model(masked_kspace, mask, coil_maps=coil_maps)
-        reference = self.loss.reference_image(clean, target)
-        if region is not None and region.shape[-2:] != reference.shape[-2:]:
-            region = _pad_to(region, reference.shape[-2:])
-        support = self.threat.support_mask(mask, masked_kspace)
-        if region is not None and self.threat.domain == "image":
-            support = support & _pad_to(region.to(torch.bool), masked_kspace.shape[-2:])
-        generator = torch.Generator(device=masked_kspace.device).manual_seed(self.seed)
-        return AttackContext(
-            model=model,
-            threat=self.threat,
-            loss_fn=self.loss,
-            clean_recon=clean,
-            masked_kspace=masked_kspace,
-            mask=mask,
-            coil_maps=coil_maps,
-            reference=reference.detach(),
-            region=region,
-            data_range=max_value,
-            budget=self.threat.budget(masked_kspace, mask, coil_maps=coil_maps, target=target),
-            support=support,
-            generator=generator,
-            eot_samples=self._eot_samples(model),
-        )
-
-    def _eot_samples(self, model: Reconstructor) -> int:
-        if self.eot_samples is not None:
-            return self.eot_samples
-        return 8 if getattr(model, "stochastic", False) else 1
-
-    def _run(self, ctx: AttackContext) -> tuple[torch.Tensor, list[float]]:  # pragma: no cover
-        raise NotImplementedError
-
-
-def keep_best(
-    best: torch.Tensor, best_loss: torch.Tensor, delta: torch.Tensor, loss: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per slice, keep ``delta`` where its ``loss`` beats ``best_loss`` (the worst-case iterate).
-
-    Shapes:
-        best, delta: ``(B, ...)``; best_loss, loss: ``(B,)``
-    """
-    better = loss > best_loss
-    view = better.reshape(-1, *([1] * (delta.ndim - 1)))
-    return torch.where(view, delta, best), torch.where(better, loss, best_loss)
-
-
-def _pad_to(region: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Zero-pad a (cropped) image-space region to the full image size, centred."""
-    height, width = int(shape[0]), int(shape[1])
-    dh, dw = height - region.shape[-2], width - region.shape[-1]
-    if dh == 0 and dw == 0:
-        return region
-    top, left = dh // 2, dw // 2
-    return torch.nn.functional.pad(region, (left, dw - left, top, dh - top))

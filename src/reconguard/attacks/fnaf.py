@@ -35,11 +35,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
-from reconguard.attacks.base import frozen
+from reconguard.attacks.base import Attack, AttackResult, frozen
 from reconguard.attacks.features import (
     PAPER_REGION,
     Features,
@@ -52,7 +52,7 @@ from reconguard.attacks.insertion import Scene, dilate, input_std, region_energy
 from reconguard.errors import ConfigError
 from reconguard.models.base import Reconstructor
 from reconguard.models.zero_filled import zero_filled
-from reconguard.physics.operators import validate_kspace
+from reconguard.physics.operators import center_crop, validate_kspace
 
 Criterion = Literal["missing", "paper"]
 CRITERIA = ("missing", "paper")
@@ -93,15 +93,17 @@ class _Run:
     rejected: torch.Tensor | int = 0
 
 
-@dataclass(frozen=True)
-class FNAFResult:
-    """The worst feature found for each slice.
+@dataclass(frozen=True, kw_only=True)
+class FNAFResult(AttackResult):
+    """The worst feature found for each slice: an :class:`~reconguard.attacks.base.AttackResult`
+    (``adv_kspace``, ``recon``, ``clean_recon``, ``loss``, ``evaluations``, ``seconds``; no threat,
+    perturbation or noise baseline) with the feature's own fields.
 
     Attributes:
         adv_kspace: Under-sampled k-space of the image with the feature (what the model saw).
         recon: The model's reconstruction of ``adv_kspace``.
         clean_recon: Its reconstruction of the same slice without a feature (the control run).
-        target: Fully sampled magnitude image with the feature.
+        target: Fully sampled magnitude image with the feature (the truth ``recon`` is scored against).
         feature_mask, loss_mask: The feature's pixels, and them dilated by ``dilation`` pixels (``T``).
         intensity, position: Absolute feature amplitude; bounding-box corner ``(row, col)``.
         loss: What the search maximised (``alpha`` whole-image MSE + ``beta`` region term, in the
@@ -116,22 +118,22 @@ class FNAFResult:
         control_region_loss, control_paper_loss: ``region_loss`` and ``paper_loss`` of the clean
             reconstruction vs the clean target in the same ``T`` (what the model misses anyway).
         rejected: Candidates that failed the information check, of ``candidates`` evaluated.
-        evaluations, seconds: Model calls (each a batch) and wall-clock time.
 
     Shapes:
         adv_kspace ``(B, C, H, W)``; recon, clean_recon, target, feature_mask, loss_mask ``(B, 1, H, W)``;
         position ``(B, 2)``; every other tensor ``(B,)``
     """
 
-    adv_kspace: torch.Tensor
-    recon: torch.Tensor
-    clean_recon: torch.Tensor
+    MEASURED_AS: ClassVar[str] = "fnaf"
+    #: The per-slice fields :meth:`measures` returns.
+    MEASURES: ClassVar[tuple[str, ...]] = ("hit", "accepted", "feature_loss", "paper_loss", "region_loss",
+                                           "control_region_loss", "control_paper_loss", "information", "rejected")
+
     target: torch.Tensor
     feature_mask: torch.Tensor
     loss_mask: torch.Tensor
     intensity: torch.Tensor
     position: torch.Tensor
-    loss: torch.Tensor
     feature_loss: torch.Tensor
     paper_loss: torch.Tensor
     information: torch.Tensor
@@ -142,11 +144,17 @@ class FNAFResult:
     control_paper_loss: torch.Tensor
     rejected: torch.Tensor
     candidates: int
-    evaluations: int
-    seconds: float
+
+    def truth(self, target: torch.Tensor) -> torch.Tensor:
+        """The fully sampled image with the feature, cropped like ``target``."""
+        return center_crop(self.target, target.shape[-2:])
+
+    def measures(self) -> dict[str, torch.Tensor]:
+        """Hit, acceptance and the feature losses, per slice."""
+        return {name: getattr(self, name) for name in self.MEASURES}
 
 
-class FNAF:
+class FNAF(Attack):
     """Search for false-negative adversarial features (black box, no gradients).
 
     Args:
@@ -230,25 +238,38 @@ class FNAF:
     def __call__(
         self,
         model: Reconstructor,
-        kspace: torch.Tensor,
+        masked_kspace: torch.Tensor,
         mask: torch.Tensor,
         *,
+        target: torch.Tensor | None = None,
         coil_maps: torch.Tensor | None = None,
+        region: torch.Tensor | None = None,
         max_value: torch.Tensor | None = None,
+        kspace: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> FNAFResult:
         """Find the worst feature of every slice of one batch (model in eval mode, weights frozen).
 
+        The call of every :class:`~reconguard.attacks.base.Attack`; features go into the scanned
+        object, so FNAF works on the *fully sampled* ``kspace`` (``Sample.kspace``, required) and
+        re-acquires it with ``mask`` (``masked_kspace`` is its measurement and is not needed);
+        ``target`` and ``region`` are not used (the feature region is :attr:`region`).
+
         Args:
             model: Any reconstructor.
-            kspace: *Fully sampled* k-space (``Sample.kspace``); ``mask`` is applied here.
+            masked_kspace: The measured k-space (``kspace * mask``).
+            mask: Sampling mask.
             coil_maps: Coil sensitivities (required for multi-coil k-space).
             max_value: Per-slice scale (fastMRI ``max``); default: the fully sampled image maximum.
+            kspace: Fully sampled k-space.
             generator: CPU generator for the feature draws; default: a new one seeded with ``seed``.
 
         Shapes:
-            kspace, coil_maps ``(B, C, H, W)``; mask broadcastable to kspace; max_value ``(B,)``
+            masked_kspace, kspace, coil_maps ``(B, C, H, W)``; mask broadcastable to kspace; max_value ``(B,)``
         """
+        if kspace is None:
+            raise ConfigError("FNAF inserts features into the scanned object: pass the fully sampled k-space "
+                              "as kspace= (Sample.kspace)")
         validate_kspace(kspace, mask, name="FNAF input")
         start = time.perf_counter()
         generator = generator if generator is not None else torch.Generator().manual_seed(self.seed)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from reconguard.attacks.base import Attack, AttackContext, keep_best
 from reconguard.attacks.losses import AttackLoss
 from reconguard.attacks.noise import scaled_noise
+from reconguard.attacks.perturbation import AttackContext, PerturbationAttack, keep_best
 from reconguard.attacks.threat import ThreatModel
 from reconguard.errors import ConfigError
 
 
-class PGD(Attack):
+class PGD(PerturbationAttack):
     """Projected gradient ascent on the attack loss, inside the threat set.
 
     Steps follow the geometry of the norm: the (complex) sign of the gradient for linf,

@@ -35,16 +35,16 @@ from __future__ import annotations
 
 import torch
 
-from reconguard.attacks.base import Attack, AttackContext, keep_best
 from reconguard.attacks.losses import AttackLoss
 from reconguard.attacks.noise import scaled_noise
+from reconguard.attacks.perturbation import AttackContext, PerturbationAttack, keep_best
 from reconguard.attacks.threat import ThreatModel
 from reconguard.errors import ConfigError
 
 _TINY = 1e-12
 
 
-class SparseKSpace(Attack):
+class SparseKSpace(PerturbationAttack):
     """The sparse k-space spike attack: ``k`` acquired samples, each of modulus at most ``a``.
 
     Args:

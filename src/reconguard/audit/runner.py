@@ -5,23 +5,8 @@ of the split). Every random choice inside a unit is seeded by the cell (attack s
 slice's volume (sampling mask), never by which process or which invocation runs it, so a unit's
 records are the same whether it runs alone, after a resume, or on rank 3 of a torchrun job.
 
-Conditions recorded per slice (metrics psnr, ssim, nmse unless said otherwise):
-
-- perturbation cells: ``clean``, ``attacked``, ``noise`` (same-norm Gaussian noise); with a
-  defense, ``clean`` and ``noise`` go through the defense, ``attacked`` is the *adaptive* attack on
-  the defended pipeline (PGD through it, BPDA with the undefended model when it is not
-  differentiable, EOT when it is random), and ``nonadaptive`` is the attack crafted on the bare
-  model, then defended;
-- transfer cells (``source != model``): the surrogate's perturbation on the target;
-- feature cells (FNAF): ``clean``, and ``fnaf`` with metrics ``feature_loss``, ``hit``, ``accepted``;
-- every cell also records ``zero_filled``: zero-filling of the same under-sampled k-space (the
-  baseline of the report's quality gate);
-- defended perturbation cells whose defense has a calibrated detector (the cyclic defense) record
-  ``detector_score`` and ``flagged`` (1 if the score exceeds the threshold) under ``clean``,
-  ``attacked`` and ``nonadaptive``: the detector on each input;
-- every perturbation cell also records ``artefact`` metrics of the error map attacked - clean
-  (``spectral_flatness``, ``neighbour_correlation``, ``edge_correlation``;
-  :func:`reconguard.metrics.describe_artefact`): noise-like vs anatomy-like damage.
+A unit is evaluated by :func:`reconguard.experiment.evaluate`; its records, conditions and
+metrics are the ones listed there (and in docs/audit.md).
 """
 
 from __future__ import annotations
@@ -41,22 +26,15 @@ import torch
 from tqdm.auto import tqdm
 
 from reconguard import __version__
-from reconguard.attacks import BPDA
-from reconguard.attacks.transfer import transfer
 from reconguard.audit import claims, distributed, preparation
 from reconguard.audit.cells import Cell, build_attack, expand
 from reconguard.audit.config import AuditConfig
 from reconguard.audit.store import Store, Unit
 from reconguard.data import Sample, SliceDataset
 from reconguard.defenses import build_defense
-from reconguard.metrics import magnitude, slice_metrics
-from reconguard.metrics.artefacts import SHAPE_DESCRIPTORS, describe_artefact
+from reconguard.experiment import PANEL_CONDITIONS, Setup, UnitResult, calibrated, evaluate
 from reconguard.models import build, load, load_fastmri
-from reconguard.models.zero_filled import zero_filled
 from reconguard.physics.masks import build_mask
-from reconguard.physics.operators import center_crop
-
-METRICS = ("psnr", "ssim", "nmse")
 
 
 @dataclass
@@ -107,20 +85,12 @@ class Workspace:
         if key not in self._defenses:
             spec = self.config.defenses[name]
             defense = build_defense(spec["defense"], self.model(model), **spec["settings"])
-            if spec["calibrate"] and hasattr(defense, "calibrated"):
-                defense = defense.calibrated(self._calibration_batches(spec["calibrate"], acceleration))
+            if spec["calibrate"]:
+                split, size = SliceDataset(self.data_dir / spec["calibrate"]), self.config.batch_size
+                defense = calibrated(defense, split, self.mask_fn(acceleration), slices=4 * size, batch_size=size,
+                                     device=self.device)
             self._defenses[key] = defense
         return self._defenses[key]
-
-    def _calibration_batches(self, split: str, acceleration: float) -> list[tuple]:
-        dataset = SliceDataset(self.data_dir / split)
-        count = min(len(dataset), 4 * self.config.batch_size)
-        batches = []
-        for start in range(0, count, self.config.batch_size):
-            batch = Sample.collate([dataset[i] for i in range(start, min(count, start + self.config.batch_size))])
-            batch = batch.to(self.device)
-            batches.append((*batch.undersample(self.mask_fn(acceleration)), batch.coil_maps))
-        return batches
 
     def batch(self, index: int) -> Any:
         size = self.config.batch_size
@@ -129,118 +99,28 @@ class Workspace:
 
 
 def run_unit(ws: Workspace, cell: Cell, index: int, rank: int) -> Unit:
-    """Compute one work unit's records (and panels)."""
+    """Compute one work unit's records (and panels) with :func:`reconguard.experiment.evaluate`."""
     start = time.perf_counter()
     batch = ws.batch(index)
-    attack = build_attack(ws.config.attacks[cell.attack], eps=cell.eps, seed=cell.seed)
-    model = ws.model(cell.model)
-    defended = model if cell.defense == "none" else ws.defense(cell.model, cell.defense, cell.acceleration)
-    through = defended if defended is model or defended.differentiable else BPDA(defended, model)
-    for stochastic in {id(m): m for m in (model, defended, ws.model(cell.source))}.values():
-        if hasattr(stochastic, "manual_seed"):  # random defenses/models: the unit's draws, whoever runs it
-            stochastic.manual_seed(cell.seed * 1_000_003 + index)
-    mask_fn = ws.mask_fn(cell.acceleration)
-    if cell.eps is None:
-        records, panels = _feature_unit(batch, mask_fn, attack, through)
-    else:
-        records, panels = _perturbation_unit(ws, cell, batch, mask_fn, attack, model, defended, through)
-    return Unit(cell.cell_id, index, len(batch), time.perf_counter() - start, rank, tuple(records),
-                panels if ws.config.panels else ())
+    defense = None if cell.defense == "none" else ws.defense(cell.model, cell.defense, cell.acceleration)
+    setup = Setup(model=ws.model(cell.model), attack=build_attack(ws.config.attacks[cell.attack], eps=cell.eps,
+                  seed=cell.seed), mask_fn=ws.mask_fn(cell.acceleration), defense=defense,
+                  source=ws.model(cell.source), seed=cell.seed)
+    unit = evaluate(setup, batch, index)
+    panels = _panels(batch, unit) if ws.config.panels else ()
+    return Unit(cell.cell_id, index, len(batch), time.perf_counter() - start, rank, unit.records, panels)
 
 
-def _feature_unit(batch, mask_fn, attack, through) -> tuple[list[tuple], tuple]:
-    """FNAF: black-box feature search (through the defense, if any)."""
-    masked_kspace, mask = batch.undersample(mask_fn)
-    result = attack(through, batch.kspace, mask, coil_maps=batch.coil_maps, max_value=batch.max_value)
-    featured = center_crop(result.target, batch.target.shape[-2:])
-    images = {"clean": magnitude(result.clean_recon, batch.target), "attacked": magnitude(result.recon, featured)}
-    records = _records(batch, {"clean": images["clean"], **_zero_filled(batch, masked_kspace)}, batch.target)
-    records += _records(batch, {"attacked": images["attacked"]}, featured)
-    values = {"feature_loss": result.feature_loss, "hit": result.hit, "accepted": result.accepted}
-    records += _extra(batch, "fnaf", values)
-    return records, _panels(batch, images, featured, center_crop(result.feature_mask, batch.target.shape[-2:]))
-
-
-def _perturbation_unit(ws, cell, batch, mask_fn, attack, model, defended, through) -> tuple[list[tuple], tuple]:
-    """PGD/FGSM/sparse: white-box (adaptive through a defense), or transfer from the cell's source."""
-    masked_kspace, mask = batch.undersample(mask_fn)
-    inputs = dict(target=batch.target, coil_maps=batch.coil_maps, max_value=batch.max_value)
-    if cell.source != cell.model:
-        result = _transfer(attack, ws.model(cell.source), model, masked_kspace, mask, inputs)
-    else:
-        result = attack(through, masked_kspace, mask, **inputs)
-    recons = {"clean": result.clean_recon, "attacked": result.recon, "noise": result.noise_recon}
-    if defended is not model:
-        plain = attack(model, masked_kspace, mask, **inputs)
-        with torch.no_grad():
-            recons["nonadaptive"] = plain.replay(defended, mask, coil_maps=batch.coil_maps)
-    images = {k: magnitude(v, batch.target) for k, v in recons.items()}
-    described = describe_artefact(images["attacked"] - images["clean"], batch.target)
-    records = _records(batch, {**images, **_zero_filled(batch, masked_kspace)}, batch.target)
-    records += _extra(batch, "artefact", {k: described[k] for k in SHAPE_DESCRIPTORS})
-    if defended is not model:
-        records += _detector(batch, defended, mask, {"clean": masked_kspace, "attacked": result, "nonadaptive": plain})
-    return records, _panels(batch, images, batch.target, None)
-
-
-def _zero_filled(batch, masked_kspace) -> dict[str, torch.Tensor]:
-    """Zero-filling of the same under-sampled k-space: the baseline of the report's quality gate."""
-    return {"zero_filled": magnitude(zero_filled(masked_kspace, batch.coil_maps), batch.target)}
-
-
-@torch.no_grad()
-def _detector(batch, defended, mask, inputs: dict[str, Any]) -> list[tuple]:
-    """``detector_score`` and ``flagged`` per slice and input, for a defense with a calibrated
-    detector (the cyclic defense): flagged attacked inputs are true alarms, flagged clean ones false.
-    Inputs are k-space or attack results; a network-input attack leaves k-space as it was, so its
-    input is skipped."""
-    threshold = getattr(defended, "threshold", None)
-    if threshold is None or not callable(getattr(defended, "score", None)):
-        return []
-    rows = []
-    for condition, item in inputs.items():
-        if getattr(item, "input_delta", None) is not None:
-            continue
-        kspace = getattr(item, "adv_kspace", item)
-        score = defended.score(kspace, mask, coil_maps=batch.coil_maps)
-        rows += _extra(batch, condition, {"detector_score": score, "flagged": (score > threshold).float()})
-    return rows
-
-
-def _extra(batch, condition: str, values: dict[str, torch.Tensor]) -> list[tuple]:
-    return [(batch.fname[i], int(batch.slice_idx[i]), condition, name, _finite(value[i]))
-            for name, value in values.items() for i in range(len(batch))]
-
-
-def _transfer(attack, surrogate, model, masked_kspace, mask, inputs):
-    """The surrogate's perturbation (and its noise baseline) evaluated on ``model``."""
-    outcome = transfer(attack, surrogate, {"target": model}, masked_kspace, mask, **inputs)["target"]
-    return outcome  # has clean_recon, recon, noise_recon like an AttackResult
-
-
-def _records(batch, images: dict[str, torch.Tensor], reference: torch.Tensor) -> list[tuple]:
-    rows = []
-    for condition, image in images.items():
-        scores = slice_metrics(reference, image, data_range=batch.max_value)
-        for metric in METRICS:
-            rows += [(batch.fname[i], int(batch.slice_idx[i]), condition, metric, _finite(scores[metric][i]))
-                     for i in range(len(batch))]
-    return rows
-
-
-def _finite(value: torch.Tensor) -> float | None:
-    number = float(value)
-    return number if np.isfinite(number) else None
-
-
-def _panels(batch, images, target, feature_mask) -> tuple:
+def _panels(batch: Any, unit: UnitResult) -> tuple:
+    """Per slice: the truth, the images of :data:`~reconguard.experiment.PANEL_CONDITIONS`, the data
+    range and (feature attacks) the feature's outline, as numpy arrays."""
     out = []
     for i in range(len(batch)):
-        arrays = {"target": target[i, 0], **{k: v[i, 0] for k, v in images.items()}}
+        arrays = {"target": unit.truth[i, 0], **{k: v[i, 0] for k, v in unit.images.items() if k in PANEL_CONDITIONS}}
         panel = {k: v.detach().float().cpu().numpy() for k, v in arrays.items()}
         panel["max_value"] = np.asarray(float(batch.max_value[i]))
-        if feature_mask is not None:
-            panel["feature_mask"] = feature_mask[i, 0].float().cpu().numpy()
+        if unit.outline is not None:
+            panel["feature_mask"] = unit.outline[i, 0].float().cpu().numpy()
         out.append((batch.fname[i], int(batch.slice_idx[i]), panel))
     return tuple(out)
 

@@ -13,7 +13,6 @@ import argparse
 import heapq
 import json
 import math
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,6 @@ from reconguard.cli.options import (
     integer,
     number,
 )
-
-METRICS = ("psnr", "ssim", "nmse")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -91,9 +88,11 @@ _DESCRIPTION = """\
 Attack every slice of DATA/SPLIT (masks fixed per volume, as in evaluation) and write to OUT:
   adversarial/<volume>.h5  attacked under-sampled k-space in fastMRI format (with the target and
                            the sampling mask; readable by any fastMRI loader)
-  metrics.csv              one row per slice: PSNR/SSIM/NMSE of the clean and attacked (and, for
-                           perturbations, same-norm random-noise) reconstructions; budget used,
-                           loss, time; for fnaf the hit and feature losses
+  metrics.csv              one row per slice, columns <condition>_<metric>: PSNR/SSIM/NMSE (and
+                           loss) of the clean, attacked, zero-filled (and, for perturbations,
+                           same-norm random-noise) reconstructions; attacked_norm/budget/
+                           relative_norm; artefact_* descriptors; attacked_seconds; for fnaf
+                           the fnaf_hit, fnaf_accepted and feature losses
   summary.json             means over slices (fnaf: the hit rate) and the options of the run
   panels/                  figures of the most damaged slices (largest PSNR drop; fnaf: largest
                            missing-feature MSE, the feature outlined)
@@ -109,12 +108,12 @@ def make_attack(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Execute ``reconguard attack``."""
-    from torch.utils.data import DataLoader, Subset
-
+    """Execute ``reconguard attack``: a one-cell audit of every slice, formatted."""
+    from reconguard.attacks import FNAFResult, HitCounter
+    from reconguard.cli.cell import means, run_cells, slice_rows, split
     from reconguard.cli.rundir import check_out
-    from reconguard.data import Sample, SliceDataset
     from reconguard.data.writer import VolumeWriter
+    from reconguard.experiment import Setup
     from reconguard.files import atomic_directory, atomic_write
     from reconguard.models import load
     from reconguard.physics.masks import build_mask
@@ -122,169 +121,79 @@ def run(args: argparse.Namespace) -> int:
 
     check_device(args.device)
     attack = make_attack(args)
-    kind = ATTACKS[args.attack].kind
     mask_fn = build_mask(args.mask, acceleration=args.acceleration, center_fraction=args.center_fraction)
-    dataset = SliceDataset(Path(args.data) / args.split)
+    dataset, count = split(args.data, args.split, args.max_slices)
     model = load(args.model).to(args.device)
     label = model_label(args.model)
-    threat = attack.threat.label if kind == "perturbation" else f"{args.attack}(n={args.feature_size})"
-    eps = attack.threat.eps if kind == "perturbation" else None
+    eps = None if attack.threat is None else attack.threat.eps
+    threat = f"{args.attack}(n={args.feature_size})" if attack.threat is None else attack.threat.label
     out = args.out or Path(f"runs/attack-{label}-{args.attack}" + (f"-{eps:g}" if eps is not None else ""))
     check_out(out, args.overwrite)
-    count = len(dataset) if args.max_slices is None else min(args.max_slices, len(dataset))
-    loader = DataLoader(Subset(dataset, range(count)), batch_size=args.batch_size, collate_fn=Sample.collate)
     context = {"model": label, "attack": args.attack, "threat": threat, "eps": eps}
+    setup = Setup(model=model, attack=attack, mask_fn=mask_fn, seed=args.seed)
+    rows: list[dict[str, Any]] = []
+    worst: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    hits = HitCounter()
     with atomic_directory(out) as staging:
         writer = VolumeWriter(staging / "adversarial", dataset.volumes,
                               {f"reconguard_{k}": v for k, v in context.items() if v is not None})
-        rows, worst, extra = _attack_split(args, kind, attack, model, loader, mask_fn, writer, context, count)
-        summary = _summarize(rows, args, context, attack, out, kind, extra)
+        for _, batch, unit in run_cells({label: setup}, dataset, count, batch_size=args.batch_size,
+                                        device=args.device, desc=args.attack, quiet=args.quiet):
+            writer.add(unit.attacked_batch(batch))
+            new = slice_rows(batch, unit, context)
+            if isinstance(unit.result, FNAFResult):
+                hits.add(unit.result)
+            worst = heapq.nlargest(args.panels, worst + list(zip(new, _crops(batch, unit))),
+                                   key=lambda item: _damage(item[0]))
+            rows += new
+        writer.flush()
+        summary = {**context, "resolved": _resolved(attack, out, args.attack), "slices": len(rows),
+                   "volumes": len({r["volume"] for r in rows}), "mean": means(rows)}
+        if hits.slices or hits.excluded:
+            summary["hit_rate"] = {k: _finite_or_none(v) if isinstance(v, float) else v
+                                   for k, v in hits.summary().__dict__.items()}
+        summary["note"] = "means over slices of batch metrics (data range = volume max), not fastMRI volume metrics"
+        summary["options"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
         atomic_write(staging / "metrics.csv", csv_text(rows))
         atomic_write(staging / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
-        _write_panels(staging / "panels", worst, context)
+        _write_panels(staging / "panels", [row for row, _ in worst], [crop for _, crop in worst], context)
     print(format_summary(summary))
     print(f"\nwrote {out}/: adversarial/ ({writer.written} fastMRI volume files), metrics.csv, "
           f"summary.json, panels/ ({len(worst)} figures)")
     return 0
 
 
-def _attack_split(args, kind, attack, model, loader, mask_fn, writer, context, count):
-    """Attack every batch; write attacked volumes as they complete; return rows, worst slices, extra."""
-    from tqdm.auto import tqdm
-
-    from reconguard.attacks import HitCounter
-
-    worst, rows, hits = _WorstSlices(args.panels), [], HitCounter()
-    with tqdm(total=count, desc=args.attack, unit="slice", disable=args.quiet, leave=False) as bar:
-        for batch in loader:
-            batch = batch.to(args.device)
-            masked_kspace, mask = batch.undersample(mask_fn)
-            if kind == "feature":
-                result = attack(model, batch.kspace, mask, coil_maps=batch.coil_maps, max_value=batch.max_value)
-                hits.add(result)
-                new_rows, images, attacked = _feature_rows(batch, result, context)
-            else:
-                result = attack(model, masked_kspace, mask, target=batch.target, coil_maps=batch.coil_maps,
-                                max_value=batch.max_value)
-                new_rows, images, attacked = _perturbation_rows(batch, masked_kspace, mask, result, context)
-            writer.add(replace(attacked, mask=mask.expand(len(batch), *mask.shape[1:])))
-            for row, image in zip(new_rows, images):
-                worst.offer(_damage(row), row, image)
-            rows += new_rows
-            bar.update(len(batch))
-            drop = sum(r["psnr_clean"] - r["psnr_attacked"] for r in rows) / len(rows)
-            bar.set_postfix(psnr_drop=f"{drop:.2f}dB")
-    writer.flush()
-    return rows, worst.items(), {"hit_rate": hits.summary().__dict__} if kind == "feature" else {}
-
-
 def _damage(row: dict[str, Any]) -> float:
     """How badly a slice was hit: the missing-feature MSE (fnaf) or the PSNR drop (perturbations)."""
-    return row["feature_loss"] if "feature_loss" in row else row["psnr_clean"] - row["psnr_attacked"]
+    if "fnaf_feature_loss" in row:
+        value = row["fnaf_feature_loss"]
+    else:
+        clean, attacked = row.get("clean_psnr"), row.get("attacked_psnr")
+        value = None if clean is None or attacked is None else clean - attacked
+    return -math.inf if value is None or math.isnan(value) else value
 
 
-def metric_values(target, peak, images: dict[str, Any]) -> dict[str, Any]:
-    """``{"<metric>_<condition>": (B,)}`` for every image of ``images``."""
-    from reconguard.metrics import slice_metrics
-
-    scores = {condition: slice_metrics(target, image, data_range=peak) for condition, image in images.items()}
-    return {f"{metric}_{condition}": scores[condition][metric] for metric in METRICS for condition in scores}
-
-
-def artefact_values(error, reference) -> dict[str, Any]:
-    """What the attack's error map looks like (:func:`reconguard.metrics.describe_artefact`), per slice."""
-    from reconguard.metrics.artefacts import SHAPE_DESCRIPTORS, describe_artefact
-
-    described = describe_artefact(error, reference)
-    return {f"artefact_{k}": described[k] for k in SHAPE_DESCRIPTORS}
-
-
-def _perturbation_rows(batch, masked_kspace, mask, result, context):
-    """Tidy metric rows of one batch, the cropped images for the panels, and the attacked batch."""
-    from reconguard.metrics import magnitude
-
-    target, peak = batch.target, batch.max_value
-    recons = {"clean": result.clean_recon, "attacked": result.recon, "noise": result.noise_recon}
-    images = {name: magnitude(recon, target) for name, recon in recons.items()}
-    if result.threat.norm == "l0":  # a count: relative to the number of acquired samples
-        scale = mask.expand_as(masked_kspace).flatten(1).sum(dim=1).to(result.norm.dtype)
-    else:  # the budget of eps = 1, relative: ||y||, max|A^H y|, ... whatever the threat refers to
-        unit = replace(result.threat, eps=1.0, relative=True)
-        scale = unit.budget(masked_kspace, mask, coil_maps=batch.coil_maps, target=target).flatten(1)[:, 0]
-    values = {"norm": result.norm, "budget": result.budget.flatten(1)[:, 0], "relative_norm": result.norm / scale}
-    values.update(metric_values(target, peak, images))
-    values.update(loss=result.loss, noise_loss=result.noise_loss, clean_loss=result.clean_loss)
-    values.update(artefact_values(images["attacked"] - images["clean"], target))
-    rows, crops = _rows(batch, values, context, result.seconds), _crops(batch, images, target)
-    return rows, crops, replace(batch, kspace=result.adv_kspace)
-
-
-def _feature_rows(batch, result, context):
-    """Rows of an FNAF batch: clean vs featured reconstruction, hit and feature losses."""
-    from reconguard.metrics import magnitude
-    from reconguard.physics.operators import center_crop
-
-    featured = center_crop(result.target, batch.target.shape[-2:])
-    clean, attacked = magnitude(result.clean_recon, batch.target), magnitude(result.recon, featured)
-    values = metric_values(batch.target, batch.max_value, {"clean": clean})
-    values.update(metric_values(featured, batch.max_value, {"attacked": attacked}))
-    for name in ("hit", "accepted", "feature_loss", "region_loss", "control_region_loss", "information", "rejected"):
-        values[name] = getattr(result, name)
-    rows = _rows(batch, values, context, result.seconds)
-    crops = _crops(batch, {"clean": clean, "attacked": attacked}, featured)
-    for crop, mask in zip(crops, center_crop(result.feature_mask, batch.target.shape[-2:])):
-        crop["feature_mask"] = mask[0].cpu()
-    return rows, crops, replace(batch, kspace=result.adv_kspace, target=featured)
-
-
-def _rows(batch, values, context, seconds):
-    rows = []
+def _crops(batch: Any, unit: Any) -> list[dict[str, Any]]:
+    """Per slice, the images of a panel: the truth, clean, attacked (and noise) reconstructions."""
+    shown = [c for c in ("clean", "attacked", "noise") if c in unit.images]
+    crops = []
     for i in range(len(batch)):
-        row = {"volume": batch.fname[i], "slice": batch.slice_idx[i], **context}
-        row.update({key: _scalar(value[i]) for key, value in values.items()})
-        row["seconds"] = seconds / len(batch)
-        rows.append(row)
-    return rows
+        crop = {"target": unit.truth[i, 0].cpu(), **{c: unit.images[c][i, 0].cpu() for c in shown},
+                "max_value": float(batch.max_value[i])}
+        if unit.outline is not None:
+            crop["feature_mask"] = unit.outline[i, 0].cpu()
+        crops.append(crop)
+    return crops
 
 
-def _scalar(value: Any) -> float | int | bool:
-    item = value.item()
-    return item if isinstance(item, (bool, int)) else float(item)
-
-
-def _crops(batch, images, target):
-    return [
-        {"target": target[i, 0].cpu(), **{k: v[i, 0].cpu() for k, v in images.items()},
-         "max_value": float(batch.max_value[i])}
-        for i in range(len(batch))
-    ]
-
-
-class _WorstSlices:
-    """The ``n`` slices with the largest PSNR drop seen so far (a min-heap on the drop)."""
-
-    def __init__(self, n: int):
-        self.n, self.heap, self.counter = n, [], 0
-
-    def offer(self, drop: float, row: dict[str, Any], images: dict[str, Any]) -> None:
-        self.counter += 1
-        item = (-math.inf if math.isnan(drop) else drop, -self.counter, row, images)
-        if len(self.heap) < self.n:
-            heapq.heappush(self.heap, item)
-        elif self.n and item[:2] > self.heap[0][:2]:
-            heapq.heapreplace(self.heap, item)
-
-    def items(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        return [(row, images) for *_, row, images in sorted(self.heap, reverse=True)]
-
-
-def _write_panels(directory: Path, worst: list, context: dict[str, Any]) -> None:
+def _write_panels(directory: Path, rows: list[dict[str, Any]], crops: list[dict[str, Any]],
+                  context: dict[str, Any]) -> None:
     from reconguard.report.figures import attack_panel
 
     directory.mkdir()
-    for row, im in worst:
+    for row, im in zip(rows, crops):
         stem = Path(row["volume"]).stem
-        damage = (f"missing-feature MSE {row['feature_loss']:.2e}" if "feature_loss" in row
+        damage = (f"missing-feature MSE {row['fnaf_feature_loss']:.2e}" if "fnaf_feature_loss" in row
                   else f"PSNR drop {_damage(row):.2f} dB")
         title = f"{context['model']} | {context['attack']} {context['threat']} | {stem} slice {row['slice']} | {damage}"
         attack_panel(im["target"], im["clean"], im["attacked"], im.get("noise"), title=title,
@@ -292,49 +201,36 @@ def _write_panels(directory: Path, worst: list, context: dict[str, Any]) -> None
                      feature_mask=im.get("feature_mask"))
 
 
-def _summarize(rows, args, context, attack, out, kind, extra) -> dict[str, Any]:
-    numeric = [k for k, v in rows[0].items() if isinstance(v, float) and k not in ("eps",)]
-    mean = {key: _finite_or_none(sum(float(r[key]) for r in rows) / len(rows)) for key in numeric}
-    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
-    resolved: dict[str, Any] = {"out": str(out), "kind": kind}
-    if kind == "perturbation":
-        threat = attack.threat
+def _resolved(attack: Any, out: Path, name: str) -> dict[str, Any]:
+    """The run directory, the attack's kind and (perturbations) its threat, loss and schedule."""
+    resolved: dict[str, Any] = {"out": str(out), "kind": ATTACKS[name].kind}
+    threat = attack.threat
+    if threat is not None:
         resolved.update(domain=threat.domain, norm=threat.norm, relative=threat.relative, support=threat.support,
                         loss=attack.loss.kind, reference=attack.loss.reference,
                         **{k: getattr(attack, k) for k in ("steps", "step_size", "restarts") if hasattr(attack, k)})
-    return {
-        **context,
-        "resolved": resolved,
-        "slices": len(rows),
-        "volumes": len({r["volume"] for r in rows}),
-        "mean": mean,
-        **{k: {n: _finite_or_none(v) if isinstance(v, float) else v for n, v in e.items()} for k, e in extra.items()},
-        "note": "means over slices of batch metrics (data range = volume max), not fastMRI volume metrics",
-        "options": options,
-    }
+    return resolved
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     """Markdown table of the slice means: clean vs attacked (vs same-norm noise); fnaf hit rate."""
+    from reconguard.metrics import METRICS
     from reconguard.report.tables import markdown_table, show
 
     mean = summary["mean"]
-    fmt = {"psnr": "{:.2f}", "ssim": "{:.4f}", "nmse": "{:.4f}"}
     conditions = [("clean", "clean"), ("attacked", "attacked"), ("noise", "same-norm noise")]
-    body = [
-        (name, *(show(mean[f"{m}_{cond}"], fmt[m]) for m in METRICS))
-        for cond, name in conditions
-        if f"psnr_{cond}" in mean
-    ]
+    body = [(name, *(show(mean[f"{cond}_{m}"], metric.format) for m, metric in METRICS.items()))
+            for cond, name in conditions if f"{cond}_psnr" in mean]
     if "hit_rate" in summary:
         stats = summary["hit_rate"]
         detail = (f"hit rate {show(stats['rate'], '{:.1%}')} ({stats['hits']}/{stats['slices']} slices, "
                   f"{stats['excluded']} excluded by the information check)")
     else:
-        detail = f"achieved relative norm {show(mean['relative_norm'], '{:.4g}')}"
+        detail = f"achieved relative norm {show(mean['attacked_relative_norm'], '{:.4g}')}"
     head = (f"{summary['attack']} on {summary['model']}, {summary['threat']}, {summary['slices']} slices "
             f"({summary['volumes']} volumes); {detail}")
-    return head + "\n\n" + markdown_table(("input", "PSNR (dB)", "SSIM", "NMSE"), body)
+    header = ("input", *(f"{m.upper()} (dB)" if m == "psnr" else m.upper() for m in METRICS))
+    return head + "\n\n" + markdown_table(header, body)
 
 
 def model_label(spec: str) -> str:

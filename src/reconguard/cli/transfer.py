@@ -6,7 +6,7 @@ import argparse
 from collections import defaultdict
 from pathlib import Path
 
-from reconguard.attacks.presets import ATTACKS, attack_table
+from reconguard.attacks.presets import attack_table
 from reconguard.cli.attack import add_attack_options, make_attack, model_label
 from reconguard.cli.options import POSITIVE_INT, add_device_option, add_sampling_options, check_device
 from reconguard.errors import ConfigError
@@ -22,7 +22,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "the same perturbation (and same-norm Gaussian noise) on every --target. Prints the "
             "surrogate x target matrix of mean PSNR (clean, attacked, noise); the diagonal, where a "
             "surrogate is also a target, is the white-box result. --out writes the tidy records "
-            "(one row per slice, pair, metric and condition) as CSV."
+            "(one row per slice, pair, metric and condition, in the audit's vocabulary: clean, "
+            "attacked, noise, zero_filled, artefact) as CSV."
         ),
         epilog=attack_table(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -43,30 +44,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Execute ``reconguard transfer``."""
-    from torch.utils.data import DataLoader, Subset
-    from tqdm.auto import tqdm
-
-    from reconguard.attacks import transfer_matrix
-    from reconguard.data import Sample, SliceDataset
+    """Execute ``reconguard transfer``: one audit cell per (surrogate, target) pair, as tidy records."""
+    from reconguard.cli.cell import run_cells, split
+    from reconguard.experiment import Setup
     from reconguard.files import atomic_write
     from reconguard.models import load
     from reconguard.physics.masks import build_mask
     from reconguard.report.tables import csv_text
 
     check_device(args.device)
-    if ATTACKS.get(args.attack) is not None and ATTACKS[args.attack].kind != "perturbation":
-        raise ConfigError(f"{args.attack} inserts features rather than perturbing; transfer needs a perturbation")
     attack = make_attack(args)
+    if attack.threat is None:
+        raise ConfigError(f"{args.attack} inserts features rather than perturbing; transfer needs a perturbation")
     mask_fn = build_mask(args.mask, acceleration=args.acceleration, center_fraction=args.center_fraction)
-    dataset = SliceDataset(Path(args.data) / args.split)
+    dataset, count = split(args.data, args.split, args.max_slices)
     models = {model_label(spec): load(spec).to(args.device) for spec in dict.fromkeys(args.surrogate + args.target)}
-    surrogates = {model_label(s): models[model_label(s)] for s in args.surrogate}
-    targets = {model_label(t): models[model_label(t)] for t in args.target}
-    count = len(dataset) if args.max_slices is None else min(args.max_slices, len(dataset))
-    loader = DataLoader(Subset(dataset, range(count)), batch_size=args.batch_size, collate_fn=Sample.collate)
-    batches = tqdm((b.to(args.device) for b in loader), total=len(loader), desc="transfer", disable=args.quiet)
-    records = transfer_matrix(attack, surrogates, targets, batches, mask_fn=mask_fn)
+    setups = {(s, t): Setup(model=models[t], attack=attack, mask_fn=mask_fn, source=models[s], seed=args.seed)
+              for s in dict.fromkeys(map(model_label, args.surrogate))
+              for t in dict.fromkeys(map(model_label, args.target))}
+    common = {"attack": type(attack).__name__, "threat": attack.threat.label, "eps": float(attack.threat.eps)}
+    records = []
+    for (surrogate, target), _, unit in run_cells(setups, dataset, count, batch_size=args.batch_size,
+                                                  device=args.device, desc="transfer", quiet=args.quiet):
+        pair = {"surrogate": surrogate, "target": target, "white_box": surrogate == target, **common}
+        records += [{"sample": f"{r.volume}:{r.slice}", **pair, "metric": r.metric, "condition": r.condition,
+                     "value": r.value, "seconds": unit.seconds["attacked"]} for r in unit.records]
     print(format_matrix(records, title=f"{args.attack} {attack.threat.label}, {count} slices of {args.split}"))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -81,13 +83,13 @@ def format_matrix(records: list[dict], *, title: str) -> str:
 
     sums: dict[tuple[str, str, bool], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
-        if r["metric"] == "psnr":
+        if r["metric"] == "psnr" and r["condition"] in ("clean", "attacked", "noise") and r["value"] is not None:
             sums[(r["surrogate"], r["target"], r["white_box"])][r["condition"]].append(r["value"])
     body = []
     for (surrogate, target, white_box), values in sums.items():
         mean = {c: sum(v) / len(v) for c, v in values.items()}
         kind = "white-box" if white_box else "transfer"
-        body.append((surrogate, target, kind, f"{mean['clean']:.2f}", f"{mean['attack']:.2f}",
-                     f"{mean['noise']:.2f}", f"{mean['clean'] - mean['attack']:.2f}"))
+        body.append((surrogate, target, kind, f"{mean['clean']:.2f}", f"{mean['attacked']:.2f}",
+                     f"{mean['noise']:.2f}", f"{mean['clean'] - mean['attacked']:.2f}"))
     header = ("surrogate", "target", "kind", "clean PSNR", "attacked PSNR", "noise PSNR", "drop (dB)")
     return f"{title}\n\n" + markdown_table(header, body, align="lllrrrr")

@@ -278,7 +278,7 @@ class FNAFTraining(CleanTraining):
 
     def prepare(self, model, sample, masked_kspace, mask, *, seed, previous=None) -> TrainBatch:
         found = self.attack(seed=derive_seed(*seed))(
-            model, sample.kspace, mask, coil_maps=sample.coil_maps, max_value=sample.max_value
+            model, masked_kspace, mask, coil_maps=sample.coil_maps, max_value=sample.max_value, kspace=sample.kspace
         )
         batch = feature_batch(sample, masked_kspace, mask, found, accepted=found.accepted)
         return _with_clean_slices(batch, sample, masked_kspace) if self.mix > 0 else batch

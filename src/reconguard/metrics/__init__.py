@@ -11,6 +11,8 @@ complex reconstruction into the image the metrics compare.
 
 from reconguard.metrics.artefacts import classify_artefact, describe_artefact
 from reconguard.metrics.functional import (
+    METRICS,
+    SliceMetric,
     foreground_psnr,
     magnitude,
     nmse,
@@ -25,6 +27,6 @@ from reconguard.metrics.functional import (
 from reconguard.metrics.intervals import bootstrap_ci
 
 __all__ = [
-    "bootstrap_ci", "classify_artefact", "describe_artefact", "foreground_psnr", "magnitude", "nmse", "psnr",
-    "slice_metrics", "ssim", "ssim_loss", "volume_nmse", "volume_psnr", "volume_ssim",
+    "METRICS", "SliceMetric", "bootstrap_ci", "classify_artefact", "describe_artefact", "foreground_psnr",
+    "magnitude", "nmse", "psnr", "slice_metrics", "ssim", "ssim_loss", "volume_nmse", "volume_psnr", "volume_ssim",
 ]  # fmt: skip

@@ -26,7 +26,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Callable, NamedTuple, Union
 
 import numpy as np
 import torch
@@ -153,8 +153,25 @@ def ssim(
     return _reduce(ssim_map.flatten(1).mean(dim=1), reduction)
 
 
+class SliceMetric(NamedTuple):
+    """One per-slice image metric of the reports: ``compute(target, recon, data_range) -> (B,)``
+    and how tables print it."""
+
+    compute: Callable[[torch.Tensor, torch.Tensor, DataRange], torch.Tensor]
+    format: str
+
+
+#: The per-slice metrics every record, table and report lists, in order. A new metric is a row here
+#: (the audit records it and the report's tables and summaries show it).
+METRICS: dict[str, SliceMetric] = {
+    "psnr": SliceMetric(lambda t, r, d: psnr(t, r, data_range=d, reduction="none"), "{:.2f}"),
+    "ssim": SliceMetric(lambda t, r, d: ssim(t, r, data_range=d, reduction="none"), "{:.4f}"),
+    "nmse": SliceMetric(lambda t, r, d: nmse(t, r, reduction="none"), "{:.4f}"),
+}
+
+
 def slice_metrics(target: torch.Tensor, recon: torch.Tensor, *, data_range: DataRange) -> dict[str, torch.Tensor]:
-    """PSNR, SSIM and NMSE of every slice: the triple that attack, transfer and defense reports list.
+    """Every metric of :data:`METRICS` for every slice.
 
     Args:
         target: Reference magnitude images.
@@ -162,16 +179,12 @@ def slice_metrics(target: torch.Tensor, recon: torch.Tensor, *, data_range: Data
         data_range: A number, or one value per slice (fastMRI ``max``).
 
     Returns:
-        ``{"psnr": (B,), "ssim": (B,), "nmse": (B,)}``.
+        ``{"psnr": (B,), "ssim": (B,), "nmse": (B,)}`` (the keys of :data:`METRICS`).
 
     Shapes:
         target, recon: ``(B, C, H, W)`` real
     """
-    return {
-        "psnr": psnr(target, recon, data_range=data_range, reduction="none"),
-        "ssim": ssim(target, recon, data_range=data_range, reduction="none"),
-        "nmse": nmse(target, recon, reduction="none"),
-    }
+    return {name: metric.compute(target, recon, data_range) for name, metric in METRICS.items()}
 
 
 def ssim_loss(target: torch.Tensor, recon: torch.Tensor, *, data_range: DataRange) -> torch.Tensor:
