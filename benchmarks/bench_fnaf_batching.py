@@ -39,7 +39,7 @@ def _candidates(data, seed: int = 0):
 def _model_rows(name: str, model, data, repeats: int, device: str) -> list[dict]:
     attack = FNAF(num_candidates=K, seed=0)
     masks, intensity = _candidates(data)
-    runs = {"batched": lambda: attack(model, data.kspace, data.mask),
+    runs = {"batched": lambda: attack(model, data.kspace * data.mask, data.mask, kspace=data.kspace),
             "sequential": lambda: fnaf_sequential(model, data.kspace, data.mask, masks, intensity)}
     ours, ref = (run() for run in runs.values())  # results, and the warm-up of both paths
     seconds = measure(runs, device=device, repeats=repeats, warmup=0)

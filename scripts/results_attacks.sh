@@ -34,8 +34,8 @@ print("\n| eps (relative l2) | clean PSNR | PGD PSNR | noise PSNR | clean SSIM |
 print("|---:|---:|---:|---:|---:|---:|---:|")
 for eps in ("0.01", "0.02", "0.05"):
     m = json.loads((root / f"pgd-kspace-{eps}" / "summary.json").read_text())["mean"]
-    print(f"| {eps} | {m['psnr_clean']:.2f} | {m['psnr_attacked']:.2f} | {m['psnr_noise']:.2f} "
-          f"| {m['ssim_clean']:.4f} | {m['ssim_attacked']:.4f} | {m['ssim_noise']:.4f} |")
+    print(f"| {eps} | {m['clean_psnr']:.2f} | {m['attacked_psnr']:.2f} | {m['noise_psnr']:.2f} "
+          f"| {m['clean_ssim']:.4f} | {m['attacked_ssim']:.4f} | {m['noise_ssim']:.4f} |")
 import csv
 gammas = (1e-3, 3e-3, 1e-2, 3e-2)
 print("\n| acceleration | search | hit rate (gamma 1e-3) | excluded | mean missing-feature MSE "
@@ -46,9 +46,9 @@ for acc in ("4x", "8x"):
         run = root / f"{attack}-{acc}"
         h = json.loads((run / "summary.json").read_text())["hit_rate"]
         with open(run / "metrics.csv", newline="") as handle:
-            rows = [r for r in csv.DictReader(handle) if r["accepted"] == "True"]
+            rows = [r for r in csv.DictReader(handle) if float(r["fnaf_accepted"]) == 1]
         # the search does not depend on gamma, so hits at another threshold are exact
-        sweep = [sum(float(r["feature_loss"]) > g for r in rows) / len(rows) for g in gammas[1:]]
+        sweep = [sum(float(r["fnaf_feature_loss"]) > g for r in rows) / len(rows) for g in gammas[1:]]
         print(f"| {acc} | {name} | {h['rate']:.1%} ({h['hits']}/{h['slices']}) | {h['excluded']} "
               f"| {h['mean_feature_loss']:.2e} | {h['mean_region_loss']:.2e} | {h['mean_control_region_loss']:.2e} | "
               + " | ".join(f"{v:.1%}" for v in sweep) + " |")

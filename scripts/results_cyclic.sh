@@ -53,11 +53,13 @@ done
 import csv, json, sys
 from pathlib import Path
 root = Path(sys.argv[1])
-CONDITIONS = ("clean", "clean_defended", "attacked", "attacked_defended", "adaptive_defended")
+# reconguard defend's conditions: the bare model, the defense, the attack crafted on the bare model
+# (undefended, then defended) and the adaptive attack on the defense
+CONDITIONS = ("undefended_clean", "clean", "undefended_attacked", "nonadaptive", "attacked")
 def mean(name, slices=None):
     with open(root / name / "metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))[:slices]
-    keys = [f"psnr_{c}" for c in CONDITIONS] + ["seconds_model", "seconds_defense", "seconds_defense_attacked"]
+    keys = [f"{c}_psnr" for c in CONDITIONS] + [f"{c}_seconds" for c in ("undefended_clean", "clean", "nonadaptive")]
     return {k: sum(float(r[k]) for r in rows) / len(rows) for k in keys if k in rows[0]}, len(rows)
 print("\n| model | attack | config | slices | clean | clean, defended | attacked | attacked, defended "
       "| adaptive (BPDA) | s/slice model | s/slice defended clean | s/slice defended attacked |")
@@ -71,10 +73,10 @@ for model in ("unet-4x-complex", "modl-4x"):
                 print(f"| {model} | {attack} | {config} | not run |")
                 continue
             m, n = mean(f"{model}-{attack}-{config}", slices)
-            adaptive = f"{m['psnr_adaptive_defended']:.2f}" if "psnr_adaptive_defended" in m else "not run"
-            print(f"| {model} | {attack} | {config} | {n} | {m['psnr_clean']:.2f} | {m['psnr_clean_defended']:.2f} "
-                  f"| {m['psnr_attacked']:.2f} | {m['psnr_attacked_defended']:.2f} | {adaptive} "
-                  f"| {m['seconds_model']:.3f} | {m['seconds_defense']:.3f} | {m['seconds_defense_attacked']:.2f} |")
+            adaptive = f"{m['attacked_psnr']:.2f}" if "attacked_psnr" in m else "not run"
+            print(f"| {model} | {attack} | {config} | {n} | {m['undefended_clean_psnr']:.2f} | {m['clean_psnr']:.2f} "
+                  f"| {m['undefended_attacked_psnr']:.2f} | {m['nonadaptive_psnr']:.2f} | {adaptive} "
+                  f"| {m['undefended_clean_seconds']:.3f} | {m['clean_seconds']:.3f} | {m['nonadaptive_seconds']:.2f} |")
 print("\n| model | eps | clean | clean, smoothed | attacked | attacked, smoothed | adaptive (EOT-PGD) "
       "| s/slice model | s/slice smoothed |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -83,7 +85,7 @@ for model, eps in ((model, eps) for model in ("modl-4x", "modl-4x-smooth") for e
         print(f"| {model} | {eps} | not run |")
         continue
     m, _ = mean(f"{model}-smooth-{eps}")
-    print(f"| {model} | {eps} | {m['psnr_clean']:.2f} | {m['psnr_clean_defended']:.2f} | {m['psnr_attacked']:.2f} "
-          f"| {m['psnr_attacked_defended']:.2f} | {m['psnr_adaptive_defended']:.2f} | {m['seconds_model']:.3f} "
-          f"| {m['seconds_defense']:.3f} |")
+    print(f"| {model} | {eps} | {m['undefended_clean_psnr']:.2f} | {m['clean_psnr']:.2f} "
+          f"| {m['undefended_attacked_psnr']:.2f} | {m['nonadaptive_psnr']:.2f} | {m['attacked_psnr']:.2f} "
+          f"| {m['undefended_clean_seconds']:.3f} | {m['clean_seconds']:.3f} |")
 PY

@@ -40,8 +40,8 @@ for m in models:
     (name, clean), = s.items()
     h = json.loads((root / f"fnaf-{m}" / "summary.json").read_text())["hit_rate"]
     with open(root / f"fnaf-{m}" / "metrics.csv", newline="") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["accepted"] == "True"]
-    sweep = [sum(float(r["feature_loss"]) > g for r in rows) / len(rows) for g in (1e-2, 3e-2)]
+        rows = [r for r in csv.DictReader(handle) if float(r["fnaf_accepted"]) == 1]
+    sweep = [sum(float(r["fnaf_feature_loss"]) > g for r in rows) / len(rows) for g in (1e-2, 3e-2)]
     print(f"| {m} | {clean['psnr']:.2f} | {clean['ssim']:.4f} | {clean['nmse']:.4f} | {h['rate']:.1%} "
           f"| {sweep[0]:.1%} | {sweep[1]:.1%} | {h['mean_feature_loss']:.2e} |")
 print("\n| model | eps | clean PSNR | PGD PSNR | noise PSNR | drop (dB) |")
@@ -49,6 +49,6 @@ print("|---|---:|---:|---:|---:|---:|")
 for m in models:
     for eps in ("0.01", "0.02", "0.05"):
         x = json.loads((root / f"pgd-kspace-{eps}-{m}" / "summary.json").read_text())["mean"]
-        print(f"| {m} | {eps} | {x['psnr_clean']:.2f} | {x['psnr_attacked']:.2f} | {x['psnr_noise']:.2f} "
-              f"| {x['psnr_clean'] - x['psnr_attacked']:.2f} |")
+        print(f"| {m} | {eps} | {x['clean_psnr']:.2f} | {x['attacked_psnr']:.2f} | {x['noise_psnr']:.2f} "
+              f"| {x['clean_psnr'] - x['attacked_psnr']:.2f} |")
 PY

@@ -17,6 +17,7 @@ from typing import Any
 
 from reconguard.attacks import presets
 from reconguard.audit.config import AuditConfig
+from reconguard.audit.specs import AttackSpec
 from reconguard.errors import ConfigError
 
 
@@ -64,51 +65,52 @@ def file_digest(path: str | Path) -> str:
 def model_identity(config: AuditConfig, key: str) -> dict[str, Any]:
     """What defines a model's outputs: its weights' hash, or its recipe for models the audit trains."""
     spec = config.models[key]
-    if spec["kind"] == "checkpoint":
-        return {"weights": file_digest(spec["checkpoint"] + ".safetensors")}
-    if spec["kind"] == "fastmri":
-        return {"fastmri": file_digest(spec["fastmri"]), "model": spec["model"], "config": spec["config"]}
-    if spec["kind"] == "name":
-        return {"model": spec["model"], "config": spec["config"]}
-    train = dict(spec["train"])
+    if spec.kind == "checkpoint":
+        return {"weights": file_digest(spec.checkpoint + ".safetensors")}
+    if spec.kind == "fastmri":
+        return {"fastmri": file_digest(spec.fastmri), "model": spec.model, "config": spec.config}
+    if spec.kind == "name":
+        return {"model": spec.model, "config": spec.config}
+    train = dict(spec.train)
     if "init" in train:
         train["init"] = model_identity(config, train["init"])
-    return {"train": train, "data": config.data, "sampling": config.sampling}
+    return {"train": train, "data": config.data.as_dict(), "sampling": config.sampling.as_dict()}
 
 
 def expand(config: AuditConfig) -> list[Cell]:
     """Every cell of the config, in a stable order (models, then defenses, attacks, eps, seeds)."""
     identities = {key: model_identity(config, key) for key in config.models}
-    common = {"data": {k: v for k, v in config.data.items() if k != "max_slices"},
-              "mask": config.sampling["mask"], "center_fraction": config.sampling["center_fraction"],
+    common = {"data": {k: v for k, v in config.data.as_dict().items() if k != "max_slices"},
+              "mask": config.sampling.mask, "center_fraction": config.sampling.center_fraction,
               "batch_size": config.batch_size}
     cells: list[Cell] = []
 
     def add(model: str, defense: str, attack: str, source: str, eps: float | None, seed: int, acc: float) -> None:
-        spec = {**common, "model": identities[model], "source": identities[source], "attack": config.attacks[attack],
-                "defense": None if defense == "none" else config.defenses[defense], "eps": eps, "seed": seed,
-                "acceleration": acc}
-        spec["attack"] = {k: v for k, v in spec["attack"].items() if k not in ("models", "eps")}
-        if spec["defense"] is not None:
-            spec["defense"] = {k: v for k, v in spec["defense"].items() if k not in ("models", "attacks")}
+        attack_spec = config.attacks[attack].as_dict()
+        defense_spec = None if defense == "none" else config.defenses[defense].as_dict()
+        spec = {**common, "model": identities[model], "source": identities[source],
+                "attack": {k: v for k, v in attack_spec.items() if k not in ("models", "eps")},
+                "defense": None if defense_spec is None else
+                {k: v for k, v in defense_spec.items() if k not in ("models", "attacks")},
+                "eps": eps, "seed": seed, "acceleration": acc}
         cell_id = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
         cells.append(Cell(cell_id, model, defense, attack, source, eps, seed, acc, spec))
 
-    for acc in config.sampling["accelerations"]:
+    for acc in config.sampling.accelerations:
         for seed in config.seeds:
             for model in config.models:
-                defenses = ["none"] + [d for d, s in config.defenses.items() if model in s["models"]]
+                defenses = ["none"] + [d for d, s in config.defenses.items() if model in s.models]
                 for defense in defenses:
-                    chosen = config.attacks if defense == "none" else config.defenses[defense]["attacks"]
+                    chosen = config.attacks if defense == "none" else config.defenses[defense].attacks
                     for attack in chosen:
-                        if model in config.attacks[attack]["models"]:
-                            for eps in config.attacks[attack]["eps"]:
+                        if model in config.attacks[attack].models:
+                            for eps in config.attacks[attack].eps:
                                 add(model, defense, attack, model, eps, seed, acc)
             for link in config.transfer:
-                for target in link["targets"]:
-                    for attack in link["attacks"]:
-                        for eps in config.attacks[attack]["eps"]:
-                            add(target, "none", attack, link["source"], eps, seed, acc)
+                for target in link.targets:
+                    for attack in link.attacks:
+                        for eps in config.attacks[attack].eps:
+                            add(target, "none", attack, link.source, eps, seed, acc)
     unique: dict[str, Cell] = {}
     for cell in cells:  # a transfer link may repeat a cell; two model keys must not share one
         other = unique.setdefault(cell.cell_id, cell)
@@ -118,10 +120,10 @@ def expand(config: AuditConfig) -> list[Cell]:
     return list(unique.values())
 
 
-def build_attack(entry: dict[str, Any], *, eps: float | None, seed: int) -> Any:
+def build_attack(entry: AttackSpec, *, eps: float | None, seed: int) -> Any:
     """The attack of an ``attacks`` config entry at budget ``eps`` (:func:`reconguard.attacks.presets.build_attack`).
 
     Raises:
         ConfigError: An option the attack does not take, or an impossible value.
     """
-    return presets.build_attack(entry["attack"], **{**entry["options"], "eps": eps, "seed": seed})
+    return presets.build_attack(entry.attack, **{**entry.options, "eps": eps, "seed": seed})

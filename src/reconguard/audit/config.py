@@ -36,7 +36,7 @@ impossible pairing fails here rather than after data was built or models trained
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ import yaml
 
 from reconguard.attacks.presets import ATTACKS, OPTIONS, build_attack
 from reconguard.audit.matrix import check_matrix
+from reconguard.audit.specs import AttackSpec, DataSpec, DefenseSpec, ModelSpec, SamplingSpec, TransferSpec
 from reconguard.audit.yamlcheck import Checker, Lines
 from reconguard.defenses.registry import DEFENSES
 from reconguard.errors import ConfigError, DataError
@@ -73,13 +74,13 @@ class AuditConfig:
     """A validated audit configuration (see the module docstring for the file format)."""
 
     output: Path
-    data: dict[str, Any]
-    sampling: dict[str, Any]
-    models: dict[str, dict[str, Any]]
-    defenses: dict[str, dict[str, Any]]
-    attacks: dict[str, dict[str, Any]]
-    transfer: list[dict[str, Any]] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=lambda: [0])
+    data: DataSpec
+    sampling: SamplingSpec
+    models: dict[str, ModelSpec]
+    defenses: dict[str, DefenseSpec]
+    attacks: dict[str, AttackSpec]
+    transfer: tuple[TransferSpec, ...] = ()
+    seeds: tuple[int, ...] = (0,)
     batch_size: int = 4
     device: str = "cpu"
     panels: bool = True
@@ -88,8 +89,10 @@ class AuditConfig:
 
     def as_dict(self) -> dict[str, Any]:
         """The resolved configuration as plain data (recorded in the database)."""
-        return {"output": str(self.output), "data": self.data, "sampling": self.sampling, "models": self.models,
-                "defenses": self.defenses, "attacks": self.attacks, "transfer": self.transfer, "seeds": self.seeds,
+        sections = {name: {k: v.as_dict() for k, v in getattr(self, name).items()}
+                    for name in ("models", "defenses", "attacks")}
+        return {"output": str(self.output), "data": self.data.as_dict(), "sampling": self.sampling.as_dict(),
+                **sections, "transfer": [t.as_dict() for t in self.transfer], "seeds": list(self.seeds),
                 "batch_size": self.batch_size, "device": self.device, "panels": self.panels,
                 "quality_gate_db": self.quality_gate_db}
 
@@ -130,7 +133,7 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
         defenses=defenses,
         attacks=attacks,
         transfer=check.transfer(raw.get("transfer") or [], models, attacks),
-        seeds=check.int_list(raw.get("seeds", [0]), ("seeds",), low=0),
+        seeds=tuple(check.int_list(raw.get("seeds", [0]), ("seeds",), low=0)),
         batch_size=check.integer(raw.get("batch_size", 4), ("batch_size",), low=1),
         device=check.device(raw.get("device", "cpu"), ("device",)),
         panels=check.boolean(raw.get("panels", True), ("panels",)),
@@ -147,7 +150,7 @@ class _Checker(Checker):
 
     # -- sections --------------------------------------------------------------------------------
 
-    def data(self, value: Any) -> dict[str, Any]:
+    def data(self, value: Any) -> DataSpec:
         data = self.mapping(value, ("data",), _DATA)
         if ("builtin" in data) == ("path" in data):
             raise self.fail(("data",), "give exactly one of 'builtin' (a built-in data set) or 'path'")
@@ -164,9 +167,9 @@ class _Checker(Checker):
             out["path"] = str(root)
         max_slices = data.get("max_slices")
         out["max_slices"] = None if max_slices is None else self.integer(max_slices, ("data", "max_slices"), low=1)
-        return out
+        return DataSpec(**out)
 
-    def sampling(self, value: Any) -> dict[str, Any]:
+    def sampling(self, value: Any) -> SamplingSpec:
         sampling = self.mapping(value, ("sampling",), _SAMPLING)
         mask = self.choice(sampling.get("mask", "random"), ("sampling", "mask"), MASKS, "mask")
         raw = sampling.get("accelerations", [4])
@@ -180,9 +183,9 @@ class _Checker(Checker):
             fraction = self.number(fraction, ("sampling", "center_fraction"), low=0.0, strict=True)
             if fraction >= 1:
                 raise self.fail(("sampling", "center_fraction"), f"must be < 1, got {fraction}")
-        return {"mask": mask, "accelerations": accelerations, "center_fraction": fraction}
+        return SamplingSpec(mask=mask, accelerations=tuple(accelerations), center_fraction=fraction)
 
-    def models(self, value: Any) -> dict[str, dict[str, Any]]:
+    def models(self, value: Any) -> dict[str, ModelSpec]:
         if not isinstance(value, dict) or not value:
             raise self.fail(("models",), "expected a non-empty mapping of model names to specs")
         out = {}
@@ -215,7 +218,7 @@ class _Checker(Checker):
                 entry.update(model=spec["name"], config=self.settings(spec.get("config"), (*path, "config")))
             else:
                 entry["train"] = self.train(spec["train"], (*path, "train"), MODELS, value)
-            out[key] = entry
+            out[key] = ModelSpec(**entry)
         return out
 
     def pretrained(self, value: Any, path: tuple) -> str:
@@ -246,7 +249,7 @@ class _Checker(Checker):
                 train[key] = self.settings(train[key], (*path, key))
         return dict(train)
 
-    def defenses(self, value: Any, models: dict, attacks: dict) -> dict[str, dict[str, Any]]:
+    def defenses(self, value: Any, models: dict, attacks: dict) -> dict[str, DefenseSpec]:
         if not isinstance(value, dict):
             raise self.fail(("defenses",), "expected a mapping of defense names to specs")
         out = {}
@@ -267,12 +270,13 @@ class _Checker(Checker):
             calibrate = spec.get("calibrate", "val" if name == "cyclic" else None)
             if calibrate is not None:
                 calibrate = self.string(calibrate, (*path, "calibrate"))
-            out[key] = {"defense": name, "settings": dict(settings), "calibrate": calibrate,
-                        "models": self.names(spec.get("models", list(models)), (*path, "models"), models),
-                        "attacks": self.names(spec.get("attacks", list(attacks)), (*path, "attacks"), attacks)}
+            out[key] = DefenseSpec(
+                defense=name, settings=dict(settings), calibrate=calibrate,
+                models=tuple(self.names(spec.get("models", list(models)), (*path, "models"), models)),
+                attacks=tuple(self.names(spec.get("attacks", list(attacks)), (*path, "attacks"), attacks)))
         return out
 
-    def attacks(self, value: Any, models: dict) -> dict[str, dict[str, Any]]:
+    def attacks(self, value: Any, models: dict) -> dict[str, AttackSpec]:
         if not isinstance(value, dict):
             raise self.fail(("attacks",), "expected a mapping of attack names to specs")
         out = {}
@@ -285,31 +289,29 @@ class _Checker(Checker):
             preset = ATTACKS[name]
             options = {k: self.option(spec[k], (*path, k), option)
                        for k, option in _ATTACK_OPTIONS.items() if k in spec}
-            entry: dict[str, Any] = {"attack": name, "options": options,
-                                     "models": self.names(spec.get("models", list(models)), (*path, "models"), models)}
+            eps: tuple[float | None, ...] = (None,)
             if preset.kind == "perturbation":
                 raw = spec.get("eps", [preset.eps])
                 items = raw if isinstance(raw, list) else [raw]
                 if not items:
                     raise self.fail((*path, "eps"), "expected at least one budget")
-                entry["eps"] = [self.number(e, (*path, "eps", i)) for i, e in enumerate(items)]
+                eps = tuple(self.number(e, (*path, "eps", i)) for i, e in enumerate(items))
             elif "eps" in spec:
                 raise self.fail((*path, "eps"), f"{name} has no budget")
-            else:
-                entry["eps"] = [None]
-            out[key] = entry
-            self._attack_options(key, entry)
+            out[key] = AttackSpec(attack=name, options=options, eps=eps,
+                                  models=tuple(self.names(spec.get("models", list(models)), (*path, "models"), models)))
+            self._attack_options(key, out[key])
         return out
 
-    def _attack_options(self, key: str, entry: dict[str, Any]) -> None:
+    def _attack_options(self, key: str, entry: AttackSpec) -> None:
         """Build the attack once per budget now, so a refused option fails before any work."""
-        for eps in entry["eps"]:
+        for eps in entry.eps:
             try:
-                build_attack(entry["attack"], **{**entry["options"], "eps": eps, "seed": 0})
+                build_attack(entry.attack, **{**entry.options, "eps": eps, "seed": 0})
             except (ConfigError, TypeError, ValueError) as exc:
                 raise self.fail(("attacks", key), str(exc)) from None
 
-    def transfer(self, value: Any, models: dict, attacks: dict) -> list[dict[str, Any]]:
+    def transfer(self, value: Any, models: dict, attacks: dict) -> tuple[TransferSpec, ...]:
         if not isinstance(value, list):
             raise self.fail(("transfer",), "expected a list of {source, targets, attacks}")
         out = []
@@ -322,7 +324,8 @@ class _Checker(Checker):
             targets = self.names(spec.get("targets", [m for m in models if m != source[0]]), (*path, "targets"), models)
             chosen = self.names(spec.get("attacks", list(attacks)), (*path, "attacks"), attacks)
             for name in chosen:
-                if attacks[name]["eps"] == [None]:
+                if attacks[name].eps == (None,):
                     raise self.fail((*path, "attacks"), f"{name} is a feature attack; transfer needs a perturbation")
-            out.append({"source": source[0], "targets": [t for t in targets if t != source[0]], "attacks": chosen})
-        return out
+            out.append(TransferSpec(source=source[0], targets=tuple(t for t in targets if t != source[0]),
+                                    attacks=tuple(chosen)))
+        return tuple(out)

@@ -46,12 +46,12 @@ def check_matrix(config: Any, fail: Fail) -> None:
             except ConfigError as exc:
                 raise fail(("models", key), str(exc)) from None
         defended = {(model, name): _defense(config, name, model, built[model], fail)
-                    for name, spec in config.defenses.items() for model in spec["models"]}
+                    for name, spec in config.defenses.items() for model in spec.models}
     for key, model in built.items():
-        if config.models[key]["kind"] == "name":
+        if config.models[key].kind == "name":
             warn_if_untrained(model, where=str(fail(("models", key), "")))
     for key in architectures:
-        if config.models[key]["kind"] == "train":
+        if config.models[key].kind == "train":
             _train_recipe(config, key, architectures[key], fail)
     _attack_pairings(config, built, defended, fail)
 
@@ -59,17 +59,17 @@ def check_matrix(config: Any, fail: Fail) -> None:
 def _architecture(config: Any, key: str, known: dict, fail: Fail) -> tuple[str, dict[str, Any]]:
     """``(registered name, hyper-parameters)`` of a model, read without loading any weights."""
     spec = config.models[key]
-    if spec["kind"] in ("name", "fastmri"):
-        return spec["model"], spec["config"]
-    if spec["kind"] == "checkpoint":
-        path = Path(spec["checkpoint"] + ".json")
+    if spec.kind in ("name", "fastmri"):
+        return spec.model, spec.config
+    if spec.kind == "checkpoint":
+        path = Path(spec.checkpoint + ".json")
         try:
             meta = json.loads(path.read_text())
             return str(meta["name"]), dict(meta["config"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             message = f"{path}: not a readable reconguard model config ({exc})"
             raise fail(("models", key, "checkpoint"), message) from None
-    train = spec["train"]
+    train = spec.train
     init = train.get("init")
     if init is not None and init not in known:
         known[init] = _architecture(config, init, known, fail)
@@ -81,16 +81,16 @@ def _architecture(config: Any, key: str, known: dict, fail: Fail) -> tuple[str, 
 def _defense(config: Any, name: str, model_key: str, model: Any, fail: Fail) -> Any:
     spec = config.defenses[name]
     path = ("defenses", name)
-    if spec["defense"] == "cyclic" and config.sampling["mask"] not in ("random", "equispaced"):
+    if spec.defense == "cyclic" and config.sampling.mask not in ("random", "equispaced"):
         raise fail((*path, "defense"), f"cyclic draws its masks like the sampling mask, which must be Cartesian "
-                   f"lines (random or equispaced), not {config.sampling['mask']!r}")
-    calibrate = spec["calibrate"]
-    if calibrate is not None and "path" in config.data and not (Path(config.data["path"]) / calibrate).is_dir():
-        raise fail((*path, "calibrate"), f"{Path(config.data['path']) / calibrate} is not a directory")
-    if calibrate is not None and "builtin" in config.data and calibrate not in ("train", "val", "test"):
+                   f"lines (random or equispaced), not {config.sampling.mask!r}")
+    calibrate, data = spec.calibrate, config.data
+    if calibrate is not None and data.path is not None and not (Path(data.path) / calibrate).is_dir():
+        raise fail((*path, "calibrate"), f"{Path(data.path) / calibrate} is not a directory")
+    if calibrate is not None and data.builtin is not None and calibrate not in ("train", "val", "test"):
         raise fail((*path, "calibrate"), f"built-in data has the splits train, val and test, not {calibrate!r}")
     try:
-        return build_defense(spec["defense"], model, **spec["settings"])
+        return build_defense(spec.defense, model, **spec.settings)
     except (ConfigError, TypeError, ValueError) as exc:
         raise fail((*path, "settings"), f"cannot protect {model_key}: {exc}") from None
 
@@ -100,8 +100,8 @@ def _train_recipe(config: Any, key: str, architecture: tuple[str, dict[str, Any]
     name, model_config = architecture
     try:
         TrainConfig(model=name, model_config=model_config, data=".", out=".",
-                    acceleration=config.sampling["accelerations"][0], mask=config.sampling["mask"],
-                    center_fraction=config.sampling["center_fraction"], **train_options(config.models[key]["train"]))
+                    acceleration=config.sampling.accelerations[0], mask=config.sampling.mask,
+                    center_fraction=config.sampling.center_fraction, **train_options(config.models[key].train))
     except (ConfigError, TypeError, ValueError) as exc:
         raise fail(("models", key, "train"), str(exc)) from None
 
@@ -109,17 +109,17 @@ def _train_recipe(config: Any, key: str, architecture: tuple[str, dict[str, Any]
 def _attack_pairings(config: Any, built: dict[str, Any], defended: dict[tuple[str, str], Any], fail: Fail) -> None:
     """A network-input attack needs every reconstructor it targets to take a network-input perturbation."""
     for name, entry in config.attacks.items():
-        attack = build_attack(entry["attack"], **{**entry["options"], "eps": entry["eps"][0], "seed": 0})
+        attack = build_attack(entry.attack, **{**entry.options, "eps": entry.eps[0], "seed": 0})
         if getattr(getattr(attack, "threat", None), "support", None) != "network_input":
             continue
-        targets = [(m, built[m]) for m in entry["models"]]
+        targets = [(m, built[m]) for m in entry.models]
         targets += [(f"{m} with {d}", obj) for (m, d), obj in defended.items()
-                    if name in config.defenses[d]["attacks"] and m in entry["models"]]
-        targets += [(m, built[m]) for link in config.transfer if name in link["attacks"]
-                    for m in (link["source"], *link["targets"])]
+                    if name in config.defenses[d].attacks and m in entry.models]
+        targets += [(m, built[m]) for link in config.transfer if name in link.attacks
+                    for m in (link.source, *link.targets)]
         for label, target in targets:
             if not getattr(target, "accepts_input_delta", False):
-                raise fail(("attacks", name), f"{entry['attack']} perturbs the network's input image, which {label} "
+                raise fail(("attacks", name), f"{entry.attack} perturbs the network's input image, which {label} "
                            f"does not take (models that do: {', '.join(INPUT_DELTA_MODELS)})")
 
 

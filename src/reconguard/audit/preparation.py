@@ -26,7 +26,7 @@ from reconguard.training.trainer import train
 
 def data_directory(config: AuditConfig) -> Path:
     """Where the audited data lives: ``OUTPUT/data`` for built-in data, else the config's path."""
-    return config.output / "data" if "builtin" in config.data else Path(config.data["path"])
+    return config.output / "data" if config.data.builtin is not None else Path(config.data.path)
 
 
 def check_inputs(config: AuditConfig) -> None:
@@ -37,22 +37,21 @@ def check_inputs(config: AuditConfig) -> None:
     Raises:
         DataError: Naming the file.
     """
-    if "path" in config.data:
-        splits = {config.data["split"]} | {d["calibrate"] for d in config.defenses.values() if d["calibrate"]}
+    if config.data.path is not None:
+        splits = {config.data.split} | {d.calibrate for d in config.defenses.values() if d.calibrate}
         for split in sorted(splits):
             list_volumes(data_directory(config) / split)
     for spec in config.models.values():
-        if spec["kind"] == "checkpoint":
-            load(Path(spec["checkpoint"]))
-        elif spec["kind"] == "fastmri":
-            load_fastmri(spec["fastmri"], spec["model"], **spec["config"])
+        if spec.kind == "checkpoint":
+            load(Path(spec.checkpoint))
+        elif spec.kind == "fastmri":
+            load_fastmri(spec.fastmri, spec.model, **spec.config)
 
 
 def build_data(config: AuditConfig, *, progress: bool) -> None:
     """Build the built-in data set of the config (nothing for data given by path)."""
-    if "builtin" in config.data:
-        build_dataset(data_directory(config), source=config.data["builtin"], size=config.data["size"],
-                      progress=progress)
+    if config.data.builtin is not None:
+        build_dataset(data_directory(config), source=config.data.builtin, size=config.data.size, progress=progress)
 
 
 def model_paths(config: AuditConfig) -> dict[str, Any]:
@@ -60,8 +59,7 @@ def model_paths(config: AuditConfig) -> dict[str, Any]:
     trained ones, ``None`` for registered models built by name."""
     paths: dict[str, Any] = {}
     for key, spec in config.models.items():
-        kind = spec["kind"]
-        paths[key] = spec.get(kind) if kind in ("checkpoint", "fastmri") else None
+        paths[key] = {"checkpoint": spec.checkpoint, "fastmri": spec.fastmri}.get(spec.kind)
     for key in training_order(config):
         paths[key] = config.output / "models" / key / "best"
     return paths
@@ -73,10 +71,10 @@ def training_order(config: AuditConfig) -> list[str]:
 
     def visit(key: str) -> None:
         spec = config.models[key]
-        if spec["kind"] != "train" or key in order:
+        if spec.kind != "train" or key in order:
             return
-        if "init" in spec["train"]:
-            visit(spec["train"]["init"])
+        if "init" in spec.train:
+            visit(spec.train["init"])
         order.append(key)
 
     for key in config.models:
@@ -91,7 +89,7 @@ def train_models(config: AuditConfig, device: str, *, progress: bool) -> dict[st
 
 
 def _train(config: AuditConfig, key: str, paths: dict[str, Any], device: str, progress: bool) -> dict[str, Any]:
-    spec = config.models[key]["train"]
+    spec = config.models[key].train
     init, name, base = spec.get("init"), spec.get("model"), None
     if init is not None:
         if paths[init] is None:
@@ -105,8 +103,8 @@ def _train(config: AuditConfig, key: str, paths: dict[str, Any], device: str, pr
     # Fine-tuning from `init` keeps its architecture unless `set` changes it.
     model_config = {**(CPU_PRESETS.get(name, {}) if base is None else base), **spec.get("set", {})}
     run = TrainConfig(model=name, model_config=model_config, data=str(data_directory(config)),
-                      out=str(paths[key].parent), acceleration=config.sampling["accelerations"][0],
-                      mask=config.sampling["mask"], center_fraction=config.sampling["center_fraction"], device=device,
+                      out=str(paths[key].parent), acceleration=config.sampling.accelerations[0],
+                      mask=config.sampling.mask, center_fraction=config.sampling.center_fraction, device=device,
                       init=None if init is None else str(paths[init]), **train_options(spec))
     history = train(run, progress=progress, label=key if key == name else f"{key} ({name})")
     return training_info(run, history)

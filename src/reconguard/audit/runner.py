@@ -53,27 +53,27 @@ class Workspace:
     @property
     def dataset(self) -> Any:
         if self._dataset is None:
-            self._dataset = SliceDataset(self.data_dir / self.config.data["split"])
+            self._dataset = SliceDataset(self.data_dir / self.config.data.split)
         return self._dataset
 
     def count(self) -> int:
         """Slices audited: the split, or its first ``max_slices``."""
-        limit = self.config.data["max_slices"]
+        limit = self.config.data.max_slices
         return len(self.dataset) if limit is None else min(limit, len(self.dataset))
 
     def mask_fn(self, acceleration: float) -> Any:
         sampling = self.config.sampling
-        return build_mask(sampling["mask"], acceleration=acceleration, center_fraction=sampling["center_fraction"])
+        return build_mask(sampling.mask, acceleration=acceleration, center_fraction=sampling.center_fraction)
 
     def model(self, key: str) -> Any:
         if key not in self._models:
             spec, where = self.config.models[key], self.model_paths[key]
-            if spec["kind"] == "fastmri":
-                model = load_fastmri(where, spec["model"], **spec["config"])
-            elif spec["kind"] == "name":
+            if spec.kind == "fastmri":
+                model = load_fastmri(where, spec.model, **spec.config)
+            elif spec.kind == "name":
                 with torch.random.fork_rng(devices=[]):  # same weights in every process and every run
                     torch.manual_seed(0)
-                    model = build(spec["model"], **spec["config"])
+                    model = build(spec.model, **spec.config)
             else:
                 model = load(where)
             self._models[key] = model.to(self.device).eval()
@@ -84,9 +84,9 @@ class Workspace:
         key = (model, name, acceleration)
         if key not in self._defenses:
             spec = self.config.defenses[name]
-            defense = build_defense(spec["defense"], self.model(model), **spec["settings"])
-            if spec["calibrate"]:
-                split, size = SliceDataset(self.data_dir / spec["calibrate"]), self.config.batch_size
+            defense = build_defense(spec.defense, self.model(model), **spec.settings)
+            if spec.calibrate:
+                split, size = SliceDataset(self.data_dir / spec.calibrate), self.config.batch_size
                 defense = calibrated(defense, split, self.mask_fn(acceleration), slices=4 * size, batch_size=size,
                                      device=self.device)
             self._defenses[key] = defense
