@@ -30,3 +30,10 @@ def require(condition: bool, message: str, error: type[ReconguardError] = Config
     """
     if not condition:
         raise error(message)
+
+
+def require_at_least(owner: str, low: float, **values: float) -> None:
+    """Raise :class:`ConfigError` ``"<owner> <name> must be >= <low>, got <value>"`` for the first
+    of ``values`` below ``low`` (the hyper-parameter checks of models and metrics)."""
+    for name, value in values.items():
+        require(value >= low, f"{owner} {name} must be >= {low:g}, got {value}")

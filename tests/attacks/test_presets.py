@@ -47,7 +47,7 @@ def test_an_option_row_reaches_the_attack_the_cli_and_the_audit_config(tmp_path)
     assert args.criterion == "paper"
     config = parse_config(f"output: {tmp_path}\ndata: {{builtin: phantom, size: 32}}\n"
                           "models: {zf: {name: zero_filled}}\nattacks: {fnaf: {criterion: paper, candidates: 2}}\n")
-    assert config.attacks["fnaf"]["options"] == {"criterion": "paper", "candidates": 2}
+    assert config.attacks["fnaf"].options == {"criterion": "paper", "candidates": 2}
     with pytest.raises(ConfigError, match="criterion"):
         build_attack("fnaf", criterion="worst")
     with pytest.raises(ConfigError, match=r"attacks\.fnaf\.criterion: unknown criterion 'worst'; choose one of"):

@@ -50,7 +50,7 @@ def test_a_changed_or_missing_file_and_an_unknown_name_are_one_clear_error(weigh
 def test_the_audit_config_resolves_pretrained_to_the_checked_checkpoint(weights, tmp_path):
     text = "output: out\ndata: {builtin: phantom, size: 32}\nmodels:\n  u: {pretrained: tiny}\n"
     config = parse_config(text, base=tmp_path)
-    assert config.models["u"] == {"kind": "checkpoint", "checkpoint": str(weights / "tiny")}
+    assert config.models["u"].as_dict() == {"kind": "checkpoint", "checkpoint": str(weights / "tiny")}
     with pytest.raises(ConfigError, match=r"<config>:4: models.u.pretrained: no shipped reference model 'other'"):
         parse_config(text.replace("tiny", "other"), base=tmp_path)
 

@@ -29,7 +29,7 @@ import math
 from typing import Callable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from reconguard.attacks.base import call_model
 from reconguard.attacks.losses import AttackLoss
@@ -85,15 +85,9 @@ class BPDA(nn.Module):
         self.stochastic = bool(getattr(forward, "stochastic", False) or getattr(backward, "stochastic", False))
         self.accepts_input_delta = all(getattr(m, "accepts_input_delta", False) for m in (forward, backward))
 
-    def forward(
-        self,
-        masked_kspace: torch.Tensor,
-        mask: torch.Tensor,
-        *,
-        coil_maps: torch.Tensor | None = None,
-        input_delta: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Exact reconstruction with the approximation's gradient; see :class:`BPDA`."""
+    def forward(self, masked_kspace: Tensor, mask: Tensor, *, coil_maps: Tensor | None = None,
+                input_delta: Tensor | None = None) -> Tensor:
+        """Exact reconstruction with the approximation's gradient (a reconstructor's call); see :class:`BPDA`."""
         with torch.no_grad():
             exact = call_model(self.exact, masked_kspace, mask, coil_maps, input_delta)
         approx = call_model(self.approx, masked_kspace, mask, coil_maps, input_delta)

@@ -120,8 +120,23 @@ class AttackResult:
         return reconstruct_under(model, self.threat, masked_kspace, mask, self.noise, coil_maps)
 
 
+@dataclass(frozen=True)
+class AttackInputs:
+    """One batch as every attack receives it: the arguments of :meth:`Attack.__call__`."""
+
+    masked_kspace: torch.Tensor
+    mask: torch.Tensor
+    target: torch.Tensor | None = None
+    coil_maps: torch.Tensor | None = None
+    region: torch.Tensor | None = None
+    max_value: torch.Tensor | None = None
+    kspace: torch.Tensor | None = None
+
+
 class Attack(abc.ABC):
     """The interface of every attack: called on one batch, returns an :class:`AttackResult`.
+
+    Subclasses implement :meth:`_attack` (``model, inputs -> result``).
 
     Attributes:
         threat: The budget (``None`` for attacks that are not norm-bounded, such as FNAF).
@@ -131,7 +146,6 @@ class Attack(abc.ABC):
     threat: ThreatModel | None = None
     seed: int = 0
 
-    @abc.abstractmethod
     def __call__(
         self,
         model: Reconstructor,
@@ -144,7 +158,7 @@ class Attack(abc.ABC):
         max_value: torch.Tensor | None = None,
         kspace: torch.Tensor | None = None,
     ) -> AttackResult:
-        """Attack ``model`` on one batch.
+        """Attack ``model`` on one batch (in eval mode, weights frozen; both restored afterwards).
 
         Args:
             model: Any reconstructor (a defended one too).
@@ -161,6 +175,11 @@ class Attack(abc.ABC):
         Shapes:
             masked_kspace, kspace ``(B, C, H, W)``; target, region ``(B, 1, h, w)``; max_value ``(B,)``
         """
+        return self._attack(model, AttackInputs(masked_kspace, mask, target, coil_maps, region, max_value, kspace))
+
+    @abc.abstractmethod
+    def _attack(self, model: Reconstructor, inputs: AttackInputs) -> AttackResult:
+        """The attack itself (:meth:`__call__`'s arguments bundled in ``inputs``)."""
 
     def objective(self, recon: torch.Tensor, clean: torch.Tensor, target: torch.Tensor,
                   data_range: torch.Tensor | None) -> torch.Tensor | None:

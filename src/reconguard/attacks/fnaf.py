@@ -39,7 +39,7 @@ from typing import ClassVar, Literal
 
 import torch
 
-from reconguard.attacks.base import Attack, AttackResult, frozen
+from reconguard.attacks.base import Attack, AttackInputs, AttackResult, frozen
 from reconguard.attacks.features import (
     PAPER_REGION,
     Features,
@@ -235,44 +235,22 @@ class FNAF(Attack):
         self.info_threshold, self.dilation, self.insertion = info_threshold, dilation, insertion
         self.max_batch, self.seed = max_batch, seed
 
-    def __call__(
-        self,
-        model: Reconstructor,
-        masked_kspace: torch.Tensor,
-        mask: torch.Tensor,
-        *,
-        target: torch.Tensor | None = None,
-        coil_maps: torch.Tensor | None = None,
-        region: torch.Tensor | None = None,
-        max_value: torch.Tensor | None = None,
-        kspace: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> FNAFResult:
-        """Find the worst feature of every slice of one batch (model in eval mode, weights frozen).
+    def _attack(self, model: Reconstructor, inputs: AttackInputs) -> FNAFResult:
+        """Find the worst feature of every slice of one batch.
 
-        The call of every :class:`~reconguard.attacks.base.Attack`; features go into the scanned
-        object, so FNAF works on the *fully sampled* ``kspace`` (``Sample.kspace``, required) and
-        re-acquires it with ``mask`` (``masked_kspace`` is its measurement and is not needed);
-        ``target`` and ``region`` are not used (the feature region is :attr:`region`).
-
-        Args:
-            model: Any reconstructor.
-            masked_kspace: The measured k-space (``kspace * mask``).
-            mask: Sampling mask.
-            coil_maps: Coil sensitivities (required for multi-coil k-space).
-            max_value: Per-slice scale (fastMRI ``max``); default: the fully sampled image maximum.
-            kspace: Fully sampled k-space.
-            generator: CPU generator for the feature draws; default: a new one seeded with ``seed``.
-
-        Shapes:
-            masked_kspace, kspace, coil_maps ``(B, C, H, W)``; mask broadcastable to kspace; max_value ``(B,)``
+        Features go into the scanned object, so FNAF needs the *fully sampled* ``kspace`` of
+        :meth:`~reconguard.attacks.base.Attack.__call__` (``Sample.kspace``) and re-acquires it with
+        ``mask`` (the measurement ``masked_kspace`` is not needed); ``target`` and ``region`` are not
+        used (the features' region is :attr:`region`); ``max_value`` scales the features
+        (default: the fully sampled image maximum); multi-coil k-space needs ``coil_maps``.
         """
+        kspace, mask, coil_maps, max_value = inputs.kspace, inputs.mask, inputs.coil_maps, inputs.max_value
         if kspace is None:
             raise ConfigError("FNAF inserts features into the scanned object: pass the fully sampled k-space "
                               "as kspace= (Sample.kspace)")
         validate_kspace(kspace, mask, name="FNAF input")
         start = time.perf_counter()
-        generator = generator if generator is not None else torch.Generator().manual_seed(self.seed)
+        generator = torch.Generator().manual_seed(self.seed)
         with frozen(model), torch.no_grad():
             scene = Scene.build(kspace, mask, coil_maps, max_value, self.insertion)
             measured = scene.kspace * scene.mask

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from reconguard.attacks.base import Attack, AttackResult, call_model, frozen, reconstruct_under
+from reconguard.attacks.base import Attack, AttackInputs, AttackResult, call_model, frozen, reconstruct_under
 from reconguard.attacks.losses import AttackLoss
 from reconguard.attacks.noise import same_norm_noise
 from reconguard.attacks.threat import ThreatModel
@@ -132,19 +132,9 @@ class PerturbationAttack(Attack):
         self.eot_samples = eot_samples
         self.seed = seed
 
-    def __call__(
-        self,
-        model: Reconstructor,
-        masked_kspace: torch.Tensor,
-        mask: torch.Tensor,
-        *,
-        target: torch.Tensor | None = None,
-        coil_maps: torch.Tensor | None = None,
-        region: torch.Tensor | None = None,
-        max_value: torch.Tensor | None = None,
-        kspace: torch.Tensor | None = None,
-    ) -> AttackResult:
-        """Attack ``model`` on one batch (:meth:`Attack.__call__`; ``kspace`` is not used)."""
+    def _attack(self, model: Reconstructor, inputs: AttackInputs) -> AttackResult:
+        masked_kspace, mask, target, coil_maps = inputs.masked_kspace, inputs.mask, inputs.target, inputs.coil_maps
+        region, max_value = inputs.region, inputs.max_value
         validate_kspace(masked_kspace, mask, name="attack input")
         start = time.perf_counter()
         with frozen(model), torch.enable_grad():

@@ -16,16 +16,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from reconguard.attacks.presets import ATTACKS, OPTIONS, attack_table
-from reconguard.cli.options import (
-    NON_NEGATIVE_INT,
-    POSITIVE_INT,
-    add_device_option,
-    add_sampling_options,
-    check_device,
-    integer,
-    number,
-)
+from reconguard.attacks.presets import ATTACKS, attack_table
+from reconguard.cli.cell_options import add_cell_options, add_run_options, model_label, resolve_cell
+from reconguard.cli.options import NON_NEGATIVE_INT
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -37,51 +30,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=attack_table(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    arg = parser.add_argument
-    arg("--model", required=True, help="checkpoint path (.safetensors with its .json) or a model name")
-    arg("--data", required=True, help="data set directory")
-    arg("--split", default="test", help="sub-directory to attack (default: test)")
-    add_attack_options(parser)
-    add_sampling_options(parser)
-    arg("--max-slices", type=POSITIVE_INT, default=None, help="attack only the first N slices of the split")
-    arg("--batch-size", type=POSITIVE_INT, default=4, help="slices per batch (default: 4)")
-    arg("--panels", type=NON_NEGATIVE_INT, default=3, help="figures of the N most damaged slices (default: 3)")
-    arg("--out", type=Path, default=None, help="run directory (default: runs/attack-<model>-<attack>-<eps>)")
-    arg("--overwrite", action="store_true", help="replace an existing run directory")
-    add_device_option(parser)
-    arg("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--model", required=True, help="checkpoint path (.safetensors with its .json) or a model name")
+    add_cell_options(parser, verb="attack")
+    parser.add_argument("--panels", type=NON_NEGATIVE_INT, default=3,
+                        help="figures of the N most damaged slices (default: 3)")
+    add_run_options(parser, out="run directory (default: runs/attack-<model>-<attack>-<eps>)")
     parser.set_defaults(func=run)
-
-
-def add_attack_options(parser: argparse.ArgumentParser) -> None:
-    """``--attack`` and one flag per row of :data:`reconguard.attacks.presets.OPTIONS` (shared with
-    ``reconguard defend`` and ``transfer``)."""
-    parser.add_argument("--attack", default="pgd-kspace", metavar="|".join(ATTACKS),
-                        help="attack (default: pgd-kspace)")
-    for name, option in OPTIONS.items():
-        flag = "--" + name.replace("_", "-")
-        if option.kind is bool and option.off is not None:
-            pair = parser.add_mutually_exclusive_group()
-            pair.add_argument(flag, dest=name, action="store_true", default=True, help=f"{option.help} (default)")
-            pair.add_argument(option.off[0], dest=name, action="store_false", help=option.off[1])
-        elif option.kind is bool:
-            parser.add_argument(flag, action="store_true", help=option.help)
-        else:
-            default = "per attack" if option.default is None else format(option.default, _FORMAT[option.kind])
-            parser.add_argument(flag, type=_parser(option), default=option.default, metavar=option.metavar,
-                                choices=option.choices, help=f"{option.help} (default: {default})")
-
-
-_FORMAT = {int: "d", float: "g", str: ""}
-
-
-def _parser(option: Any) -> Any:
-    """The argparse ``type`` of an attack option: its kind and range."""
-    if option.kind is int:
-        return integer(int(option.low))
-    if option.kind is float:
-        return number(option.low, strict=option.strict, high=option.high)
-    return option.kind
 
 
 _DESCRIPTION = """\
@@ -100,13 +54,6 @@ and print the means as a Markdown table. OUT is written to a staging directory a
 place when complete."""
 
 
-def make_attack(args: argparse.Namespace) -> Any:
-    """The attack named by ``--attack``, with the command line's options (see :func:`build_attack`)."""
-    from reconguard.attacks.presets import OPTIONS, build_attack
-
-    return build_attack(args.attack, **{key: getattr(args, key) for key in OPTIONS})
-
-
 def run(args: argparse.Namespace) -> int:
     """Execute ``reconguard attack``: a one-cell audit of every slice, formatted."""
     from reconguard.attacks import FNAFResult, HitCounter
@@ -116,12 +63,9 @@ def run(args: argparse.Namespace) -> int:
     from reconguard.experiment import Setup
     from reconguard.files import atomic_directory, atomic_write
     from reconguard.models import load
-    from reconguard.physics.masks import build_mask
     from reconguard.report.tables import csv_text
 
-    check_device(args.device)
-    attack = make_attack(args)
-    mask_fn = build_mask(args.mask, acceleration=args.acceleration, center_fraction=args.center_fraction)
+    attack, mask_fn = resolve_cell(args)
     dataset, count = split(args.data, args.split, args.max_slices)
     model = load(args.model).to(args.device)
     label = model_label(args.model)
@@ -231,18 +175,6 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"({summary['volumes']} volumes); {detail}")
     header = ("input", *(f"{m.upper()} (dB)" if m == "psnr" else m.upper() for m in METRICS))
     return head + "\n\n" + markdown_table(header, body)
-
-
-def model_label(spec: str) -> str:
-    """Short name of a model for file names: the registered name, or the checkpoint's stem
-    (prefixed with its directory for generic stems such as ``best``)."""
-    from reconguard.models.registry import MODELS
-
-    if spec in MODELS:
-        return spec
-    path = Path(spec)
-    stem = path.with_suffix("").name if path.suffix in (".safetensors", ".json") else path.name
-    return f"{path.parent.name}-{stem}" if stem in ("best", "last") and path.parent.name else stem
 
 
 def _finite_or_none(value: float) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from reconguard.cli.options import NON_NEGATIVE_INT, NON_NEGATIVE_NUMBER, POSITIVE_INT, integer, number
+from reconguard.cli.options import NON_NEGATIVE_INT, NON_NEGATIVE_NUMBER, POSITIVE_INT, integer, number, pick
 from reconguard.errors import DataError
 
 _BUILD_HELP = """\
@@ -86,18 +86,8 @@ def _add_build(commands: Any) -> None:
 def _build(args: argparse.Namespace) -> int:
     from reconguard.data.builtin import build_dataset
 
-    manifest = build_dataset(
-        args.out,
-        source=args.source,
-        size=args.size,
-        coils=args.coils,
-        noise=args.noise,
-        seed=args.seed,
-        block=args.block,
-        fractions=tuple(args.fractions),
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-    )
+    manifest = build_dataset(args.out, fractions=tuple(args.fractions), progress=not args.quiet,
+                             **pick(args, "source", "size", "coils", "noise", "seed", "block", "overwrite"))
     if not args.quiet:
         print(format_manifest(manifest, args.out))
     return 0

@@ -18,15 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from reconguard.attacks.presets import attack_table
-from reconguard.cli.attack import add_attack_options, make_attack, model_label
-from reconguard.cli.options import (
-    POSITIVE_INT,
-    add_device_option,
-    add_sampling_options,
-    check_device,
-    parse_assignments,
-)
-from reconguard.errors import ConfigError
+from reconguard.cli.cell_options import add_cell_options, add_run_options, model_label, resolve_cell
+from reconguard.cli.options import parse_assignments
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -40,24 +33,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     arg = parser.add_argument
     arg("--model", required=True, help="checkpoint path or model name of the reconstructor to protect")
-    arg("--data", required=True, help="data set directory")
-    arg("--split", default="test", help="sub-directory to evaluate (default: test)")
     arg("--defense", required=True, help="cyclic (training-free cyclic consistency) or smooth (randomized smoothing)")
     arg("--defense-set", action="append", metavar="KEY=VALUE", help="defense hyper-parameter (repeatable)")
     arg("--calibrate", default="val", metavar="SPLIT",
         help="cyclic: calibrate the detector threshold (95th percentile of clean scores) on this split; "
         "'none' always mitigates (default: val)")
-    add_attack_options(parser)
-    add_sampling_options(parser)
     arg("--no-adaptive", dest="adaptive", action="store_false",
         help="skip the adaptive attack (timing runs only: the defense is then not reported as robust)")
-    arg("--max-slices", type=POSITIVE_INT, default=8,
-        help="evaluate the first N slices (default: 8; defenses are slow)")
-    arg("--batch-size", type=POSITIVE_INT, default=4, help="slices per batch (default: 4)")
-    arg("--out", type=Path, default=None, help="run directory (default: runs/defend-<model>-<defense>-<attack>)")
-    arg("--overwrite", action="store_true", help="replace an existing run directory")
-    add_device_option(parser)
-    arg("--quiet", action="store_true", help="no progress bar")
+    add_cell_options(parser, verb="evaluate", max_slices=8, max_help="; defenses are slow")
+    add_run_options(parser, out="run directory (default: runs/defend-<model>-<defense>-<attack>)")
     parser.set_defaults(func=run)
 
 
@@ -69,14 +53,9 @@ def run(args: argparse.Namespace) -> int:
     from reconguard.experiment import Setup, calibrated
     from reconguard.files import atomic_directory, atomic_write
     from reconguard.models import load
-    from reconguard.physics.masks import build_mask
     from reconguard.report.tables import csv_text
 
-    check_device(args.device)
-    attack = make_attack(args)
-    if attack.threat is None:
-        raise ConfigError(f"{args.attack} is not a perturbation attack; defend evaluates PGD/FGSM/sparse attacks")
-    mask_fn = build_mask(args.mask, acceleration=args.acceleration, center_fraction=args.center_fraction)
+    attack, mask_fn = resolve_cell(args, needs="defend evaluates PGD/FGSM/sparse attacks")
     model = load(args.model).to(args.device)
     defense = build_defense(args.defense, model, **parse_assignments(args.defense_set))
     label = model_label(args.model)

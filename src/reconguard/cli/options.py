@@ -116,3 +116,8 @@ def check_device(device: str) -> None:
         raise ConfigError(f"--device {device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
     if kind == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: CUDA is not available on this machine")
+
+
+def pick(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """``{name: args.name}`` for the flags a command passes on unchanged."""
+    return {name: getattr(args, name) for name in names}

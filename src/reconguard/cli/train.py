@@ -14,6 +14,7 @@ from reconguard.cli.options import (
     check_device,
     number,
     parse_assignments,
+    pick,
 )
 
 # Kept in step with the option defaults of reconguard.defenses.training (a test checks it); written
@@ -67,6 +68,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", required=True, help="data set directory (with train/ and val/)")
     parser.add_argument("--out", default=None, help="run directory (default: runs/<model>-<acceleration>x[-<robust>])")
     add_sampling_options(parser)
+    _add_schedule_options(parser)
+    add_device_option(parser)
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="model hyper-parameter (repeatable)")
+    _add_robust_options(parser)
+    parser.add_argument("--overwrite", action="store_true", help="replace a run with a different configuration")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def _add_schedule_options(parser: argparse.ArgumentParser) -> None:
+    """The training budget, optimiser, loss and seed."""
     parser.add_argument("--epochs", type=POSITIVE_INT, default=None,
                         help="passes over the training split (default: 20, or unlimited with --max-steps)")
     parser.add_argument("--max-steps", type=POSITIVE_INT, default=None,
@@ -93,8 +105,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="wall-clock cap: stop training after this many minutes of training (the log and "
                         "history.json say when it cut training short); prefer --epochs/--max-steps, which give "
                         "the same model on any machine")
-    add_device_option(parser)
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="model hyper-parameter (repeatable)")
+
+
+def _add_robust_options(parser: argparse.ArgumentParser) -> None:
+    """``--robust``, its options, and ``--init`` (robust fine-tuning usually starts from a trained model)."""
     parser.add_argument(
         "--robust",
         default="none",
@@ -113,9 +127,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="start from the weights of a saved model (e.g. runs/unet-4x/best); its model and "
         "hyper-parameters are the run's (--set may only repeat them)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace a run with a different configuration")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,24 +141,11 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(
         model=model,
         model_config=model_config,
-        data=args.data,
         out=out,
-        acceleration=args.acceleration,
-        center_fraction=args.center_fraction,
-        mask=args.mask,
         epochs=20 if args.epochs is None and args.max_steps is None else args.epochs,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        final_lr_fraction=args.final_lr_fraction,
-        loss=args.loss,
-        target=args.target,
-        seed=args.seed,
-        max_minutes=args.max_minutes,
-        device=args.device,
-        robust=args.robust,
         robust_config=_robust_options(args.robust_set),
-        init=args.init,
+        **pick(args, "data", "acceleration", "center_fraction", "mask", "max_steps", "batch_size", "lr",
+               "final_lr_fraction", "loss", "target", "seed", "max_minutes", "device", "robust", "init"),
     )
     history = train(config, overwrite=args.overwrite, progress=not args.quiet)
     if history:

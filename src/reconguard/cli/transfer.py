@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 from collections import defaultdict
-from pathlib import Path
 
 from reconguard.attacks.presets import attack_table
-from reconguard.cli.attack import add_attack_options, make_attack, model_label
-from reconguard.cli.options import POSITIVE_INT, add_device_option, add_sampling_options, check_device
-from reconguard.errors import ConfigError
+from reconguard.cli.cell_options import add_cell_options, add_run_options, model_label, resolve_cell
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -31,15 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     arg = parser.add_argument
     arg("--surrogate", action="append", required=True, help="model to craft on (repeatable)")
     arg("--target", action="append", required=True, help="model to evaluate on (repeatable)")
-    arg("--data", required=True, help="data set directory")
-    arg("--split", default="test", help="sub-directory to use (default: test)")
-    add_attack_options(parser)
-    add_sampling_options(parser)
-    arg("--max-slices", type=POSITIVE_INT, default=None, help="use only the first N slices of the split")
-    arg("--batch-size", type=POSITIVE_INT, default=4, help="slices per batch (default: 4)")
-    arg("--out", type=Path, default=None, help="write the records to this CSV file")
-    add_device_option(parser)
-    arg("--quiet", action="store_true", help="no progress bar")
+    add_cell_options(parser, verb="use")
+    add_run_options(parser, out="write the records to this CSV file", overwrite=False)
     parser.set_defaults(func=run)
 
 
@@ -49,14 +39,9 @@ def run(args: argparse.Namespace) -> int:
     from reconguard.experiment import Setup
     from reconguard.files import atomic_write
     from reconguard.models import load
-    from reconguard.physics.masks import build_mask
     from reconguard.report.tables import csv_text
 
-    check_device(args.device)
-    attack = make_attack(args)
-    if attack.threat is None:
-        raise ConfigError(f"{args.attack} inserts features rather than perturbing; transfer needs a perturbation")
-    mask_fn = build_mask(args.mask, acceleration=args.acceleration, center_fraction=args.center_fraction)
+    attack, mask_fn = resolve_cell(args, needs="transfer needs a perturbation")
     dataset, count = split(args.data, args.split, args.max_slices)
     models = {model_label(spec): load(spec).to(args.device) for spec in dict.fromkeys(args.surrogate + args.target)}
     setups = {(s, t): Setup(model=models[t], attack=attack, mask_fn=mask_fn, source=models[s], seed=args.seed)

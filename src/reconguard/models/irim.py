@@ -21,7 +21,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
-from reconguard.errors import require
+from reconguard.errors import require, require_at_least
 from reconguard.models.base import ReconstructorModule
 from reconguard.models.classical import scaled_problem
 from reconguard.models.rim import channels_to_complex, complex_to_channels, data_gradient
@@ -248,10 +248,9 @@ class IRIM(ReconstructorModule):
         num_layers: int = 3,
         invertible_backprop: bool = True,
     ):
-        require(num_steps >= 1, f"irim num_steps must be >= 1, got {num_steps}")
+        require_at_least("irim", 1, num_steps=num_steps, hidden_chans=hidden_chans)
+        require_at_least("irim", 2, num_layers=num_layers)
         require(chans >= 4 and chans % 2 == 0, f"irim chans must be even and >= 4, got {chans}")
-        require(hidden_chans >= 1, f"irim hidden_chans must be >= 1, got {hidden_chans}")
-        require(num_layers >= 2, f"irim num_layers must be >= 2, got {num_layers}")
         require(
             isinstance(invertible_backprop, bool),
             f"irim invertible_backprop must be true or false, got {invertible_backprop!r}",

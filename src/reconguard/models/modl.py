@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from reconguard.errors import require
+from reconguard.errors import require, require_at_least
 from reconguard.models.base import ReconstructorModule
 from reconguard.models.classical import scaled_problem
 
@@ -156,10 +156,8 @@ class MoDL(ReconstructorModule):
         lam: float = 0.05,
         learn_lam: bool = True,
     ):
-        require(num_unrolls >= 1, f"modl num_unrolls must be >= 1, got {num_unrolls}")
-        require(cg_iterations >= 1, f"modl cg_iterations must be >= 1, got {cg_iterations}")
-        require(chans >= 1, f"modl chans must be >= 1, got {chans}")
-        require(num_layers >= 2, f"modl num_layers must be >= 2, got {num_layers}")
+        require_at_least("modl", 1, num_unrolls=num_unrolls, cg_iterations=cg_iterations, chans=chans)
+        require_at_least("modl", 2, num_layers=num_layers)
         require(math.isfinite(lam) and lam > 0, f"modl lam must be a positive number, got {lam}")
         require(isinstance(learn_lam, bool), f"modl learn_lam must be true or false, got {learn_lam!r}")
         super().__init__(

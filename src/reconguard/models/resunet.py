@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from reconguard.errors import require
+from reconguard.errors import require, require_at_least
 from reconguard.models.base import ReconstructorModule
 from reconguard.models.unet import image_network
 
@@ -264,9 +264,7 @@ def _check_sizes(
     in_chans: int, out_chans: int, chans: int, num_pool_layers: int, se_reduction: int, aspp_rates: Sequence[int]
 ) -> None:
     require(in_chans >= 1 and out_chans >= 1, f"resunet channels must be >= 1, got {in_chans}, {out_chans}")
-    require(chans >= 1, f"resunet chans must be >= 1, got {chans}")
-    require(num_pool_layers >= 1, f"resunet num_pool_layers must be >= 1, got {num_pool_layers}")
-    require(se_reduction >= 1, f"resunet se_reduction must be >= 1, got {se_reduction}")
+    require_at_least("resunet", 1, chans=chans, num_pool_layers=num_pool_layers, se_reduction=se_reduction)
     require(
         isinstance(aspp_rates, Sequence) and all(isinstance(r, int) and r >= 1 for r in aspp_rates),
         f"resunet aspp_rates must be a list of integers >= 1, got {aspp_rates!r}",

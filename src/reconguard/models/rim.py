@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from reconguard.errors import require
+from reconguard.errors import require_at_least
 from reconguard.models.base import ReconstructorModule
 from reconguard.models.classical import scaled_problem
 from reconguard.physics.operators import MRIOperator
@@ -135,8 +135,7 @@ class RIM(ReconstructorModule):
     name = "rim"
 
     def __init__(self, *, num_steps: int = 4, chans: int = 16):
-        require(num_steps >= 1, f"rim num_steps must be >= 1, got {num_steps}")
-        require(chans >= 1, f"rim chans must be >= 1, got {chans}")
+        require_at_least("rim", 1, num_steps=num_steps, chans=chans)
         super().__init__(num_steps=num_steps, chans=chans)
         self.cell = RIMCell(chans=chans)
 

@@ -33,17 +33,8 @@ def fft2c(image: torch.Tensor) -> torch.Tensor:
 
 
 def ifft2c(kspace: torch.Tensor) -> torch.Tensor:
-    """Centred orthonormal inverse 2-D FFT (k-space -> image).
-
-    Args:
-        kspace: Complex tensor; the transform acts on the last two dimensions.
-
-    Returns:
-        Complex tensor of the same shape.
-
-    Shapes:
-        kspace: ``(..., H, W)`` -> ``(..., H, W)``
-    """
+    """Centred orthonormal inverse 2-D FFT (k-space -> image): the inverse (and adjoint) of
+    :func:`fft2c`, on the last two dimensions of a complex tensor ``(..., H, W)``."""
     return _centred(torch.fft.ifft2, kspace, "ifft2c")
 
 

@@ -63,14 +63,8 @@ def reconstruct_volumes(
     return volumes
 
 
-def evaluate(
-    model: Reconstructor,
-    batches: Iterable[Sample],
-    *,
-    mask_fn: MaskGenerator,
-    device: torch.device | str = "cpu",
-    progress: bool = False,
-) -> list[VolumeMetrics]:
+def evaluate(model: Reconstructor, batches: Iterable[Sample], *, mask_fn: MaskGenerator,
+             device: torch.device | str = "cpu", progress: bool = False) -> list[VolumeMetrics]:
     """PSNR / SSIM / NMSE of ``model`` on every volume, exactly as fastMRI's ``evaluate.py``.
 
     Args:

@@ -117,9 +117,9 @@ def feature_scores(model, ctx: ReproContext, plan: Protocol) -> dict[str, dict[s
         for name, options in ATTACKS.items():
             draws: dict[str, list[torch.Tensor]] = {"score": [], "control": []}
             for draw in range(plan.draws):
-                generator = torch.Generator().manual_seed(derive_seed(ctx.seed, index, draw))
-                result = FNAF(**options)(model, masked, mask, coil_maps=batch.coil_maps, max_value=batch.max_value,
-                                         kspace=batch.kspace, generator=generator)
+                attack = FNAF(**options, seed=derive_seed(ctx.seed, index, draw))
+                result = attack(model, masked, mask, coil_maps=batch.coil_maps, max_value=batch.max_value,
+                                kspace=batch.kspace)
                 score = result.paper_loss if name == "paper" else result.feature_loss
                 control = result.control_paper_loss if name == "paper" else result.control_region_loss
                 for key, value in (("score", score), ("control", control)):

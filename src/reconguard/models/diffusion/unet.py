@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from reconguard.errors import require
+from reconguard.errors import require, require_at_least
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -114,10 +114,9 @@ class TimeUNet(nn.Module):
         num_res_blocks: int = 1,
         attention: bool = True,
     ):
-        require(in_chans >= 1, f"diffusion in_chans must be >= 1, got {in_chans}")
+        require_at_least("diffusion", 1, in_chans=in_chans, num_res_blocks=num_res_blocks)
+        require_at_least("diffusion", 0, num_pool_layers=num_pool_layers)
         require(chans >= 2 and chans % 2 == 0, f"diffusion chans must be an even number >= 2, got {chans}")
-        require(num_pool_layers >= 0, f"diffusion num_pool_layers must be >= 0, got {num_pool_layers}")
-        require(num_res_blocks >= 1, f"diffusion num_res_blocks must be >= 1, got {num_res_blocks}")
         super().__init__()
         temb_dim = 4 * chans
         self.chans, self.num_pool_layers = chans, num_pool_layers
