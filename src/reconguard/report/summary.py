@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
+from reconguard.metrics import METRICS
 from reconguard.metrics.artefacts import classify_artefact
 from reconguard.report.tables import csv_text, show
 
@@ -25,7 +26,8 @@ from reconguard.report.tables import csv_text, show
 CELL_KEYS = ("cell_id", "model", "defense", "attack", "source", "eps", "seed", "acceleration")
 #: Conditions of perturbation cells, in table order.
 CONDITIONS = ("clean", "attacked", "nonadaptive", "noise")
-METRICS = ("psnr", "ssim", "nmse")
+#: The metric of the verdicts, drops and the zero-filling baseline.
+PRIMARY = "psnr"
 #: Error-map descriptors of perturbation cells (condition ``artefact``; see
 #: :func:`reconguard.metrics.describe_artefact`).
 ARTEFACTS = ("spectral_flatness", "neighbour_correlation", "edge_correlation")
@@ -33,7 +35,7 @@ ARTEFACTS = ("spectral_flatness", "neighbour_correlation", "edge_correlation")
 MEASURES = (
     *(f"{c}_{m}" for c in CONDITIONS for m in METRICS),
     *(f"artefact_{d}" for d in ARTEFACTS),
-    "zero_filled_psnr",
+    f"zero_filled_{PRIMARY}",
     "psnr_drop",
     "fnaf_candidates",
     "fnaf_accepted",
@@ -126,27 +128,13 @@ def cell_means(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # -- tables (lists of strings, shared by HTML and Markdown) --------------------------------------
 
-PERTURBATION_HEADER = (
-    "model",
-    "defense",
-    "attack",
-    "source",
-    "eps",
-    "seed",
-    "accel.",
-    "slices",
-    "PSNR clean",
-    "PSNR attacked",
-    "PSNR non-adaptive",
-    "PSNR noise",
-    "PSNR zero-filled",
-    "SSIM clean",
-    "SSIM attacked",
-    "SSIM noise",
-    "NMSE clean",
-    "NMSE attacked",
-    "NMSE noise",
-)
+#: The perturbation table's metric columns: the first metric of :data:`reconguard.metrics.METRICS`
+#: (PSNR) under every condition and zero-filling, the others under clean, attacked and noise.
+TABLE_COLUMNS = (*((c, PRIMARY) for c in (*CONDITIONS, "zero_filled")),
+                 *((c, m) for m in METRICS if m != PRIMARY for c in ("clean", "attacked", "noise")))
+_LABELS = {"nonadaptive": "non-adaptive", "zero_filled": "zero-filled"}
+PERTURBATION_HEADER = ("model", "defense", "attack", "source", "eps", "seed", "accel.", "slices",
+                       *(f"{m.upper()} {_LABELS.get(c, c)}" for c, m in TABLE_COLUMNS))
 FNAF_HEADER = (
     "model",
     "defense",
@@ -169,9 +157,7 @@ def perturbation_table(cells: Sequence[dict[str, Any]]) -> list[list[str]]:
     for c in cells:
         if not is_perturbation(c):
             continue
-        numbers = [show(c[f"{k}_psnr"], "{:.2f}") for k in (*CONDITIONS, "zero_filled")]
-        numbers += [show(c[f"{k}_ssim"], "{:.4f}") for k in ("clean", "attacked", "noise")]
-        numbers += [show(c[f"{k}_nmse"], "{:.4f}") for k in ("clean", "attacked", "noise")]
+        numbers = [show(c[f"{k}_{m}"], METRICS[m].format) for k, m in TABLE_COLUMNS]
         rows.append(
             [
                 *_cell_label(c),
