@@ -19,24 +19,23 @@ slices). They run on the reference models (``ctx.models``: ``unet``, ``modl``, `
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
-from reconguard.attacks.base import reconstruct_under
 from reconguard.attacks.presets import build_attack
 from reconguard.audit.reproduce.common import ClaimRow, ReproContext
 from reconguard.data import Sample, SliceDataset
-from reconguard.metrics import bootstrap_ci, psnr
+from reconguard.experiment import Setup, evaluate
+from reconguard.metrics import bootstrap_ci
 from reconguard.models import load
 from reconguard.physics.masks import build_mask
-from reconguard.physics.operators import center_crop
 
 ANTUN, DARESTANI, HAN = "Antun et al., arXiv:1902.05300", "Darestani et al., arXiv:2102.06103", \
     "Han et al., arXiv:2406.16983"
 MODELS = ("unet", "modl", "varnet")
+MASK = build_mask("random", acceleration=4)
 DEPARTURES = "simulated single-coil MNI152 k-space (128x128, 4x random masks); small CPU-trained reference models"
 
 
@@ -50,9 +49,18 @@ def _slices(ctx: ReproContext) -> Iterator[Sample]:
         yield Sample.collate([dataset[int(starts[vol]) + i] for i in picks]).to(ctx.device)
 
 
-def _psnr(batch: Sample, image: torch.Tensor) -> torch.Tensor:
-    magnitude = center_crop(image.abs(), batch.target.shape[-2:])
-    return psnr(batch.target, magnitude, data_range=batch.max_value, reduction="none")
+def _units(ctx: ReproContext, setups: dict, desc: str) -> Iterator[tuple[Any, dict[str, np.ndarray]]]:
+    """``(key, {condition: PSNR per slice})`` of every setup on every batch of :func:`_slices`
+    (:func:`reconguard.experiment.evaluate`; the setups of a batch share their crafted attacks)."""
+    for index, batch in enumerate(tqdm(list(_slices(ctx)), desc=desc, disable=not ctx.progress)):
+        crafted: dict = {}
+        for key, setup in setups.items():
+            unit = evaluate(setup, batch, index, crafted=crafted)
+            psnr = {}
+            for record in unit.records:
+                if record.metric == "psnr":
+                    psnr.setdefault(record.condition, []).append(record.value)
+            yield key, {condition: np.asarray(values, dtype=float) for condition, values in psnr.items()}
 
 
 def _row(claim: str, quantity: str, source: str, values: list[float], setting: str, note: str) -> ClaimRow:
@@ -67,16 +75,12 @@ def run_pgd_vs_noise(ctx: ReproContext) -> list[ClaimRow]:
     eps_values = (0.02,) if ctx.quick else (0.01, 0.02, 0.05)
     steps = 3 if ctx.quick else 10
     models = {name: load(ctx.models / name).to(ctx.device) for name in MODELS}
-    excess: dict[tuple[str, float], list[float]] = {}
-    for batch in tqdm(list(_slices(ctx)), desc="pgd-vs-noise", disable=not ctx.progress):
-        y, mask = batch.undersample(build_mask("random", acceleration=4))
-        for name, model in models.items():
-            for eps in eps_values:
-                result = build_attack("pgd-kspace", eps=eps, steps=steps, seed=ctx.seed)(
-                    model, y, mask, target=batch.target, max_value=batch.max_value, coil_maps=batch.coil_maps)
-                drop = _psnr(batch, result.clean_recon) - _psnr(batch, result.recon)
-                noise = _psnr(batch, result.clean_recon) - _psnr(batch, result.noise_recon)
-                excess.setdefault((name, eps), []).extend((drop - noise).tolist())
+    setups = {(name, eps): Setup(model=model, attack=build_attack("pgd-kspace", eps=eps, steps=steps, seed=ctx.seed),
+                                 mask_fn=MASK, seed=ctx.seed)
+              for name, model in models.items() for eps in eps_values}
+    excess: dict[tuple[str, float], list[float]] = {key: [] for key in setups}
+    for key, psnr in _units(ctx, setups, "pgd-vs-noise"):
+        excess[key].extend((psnr["noise"] - psnr["attacked"]).tolist())  # PGD drop minus noise drop
     return [
         _row(f"pgd-vs-noise/{name}/eps={eps:g}", "PSNR drop under PGD minus under same-norm noise (dB)",
              f"{DARESTANI}; {ANTUN}", values, f"reference {name}, pgd-kspace eps {eps:g} x {steps} steps, "
@@ -89,25 +93,19 @@ def run_transfer(ctx: ReproContext) -> list[ClaimRow]:
     """Each reference model's perturbation (pgd-kspace eps 0.02) replayed on the others."""
     steps = 3 if ctx.quick else 10
     models = {name: load(ctx.models / name).to(ctx.device) for name in MODELS}
-    vs_noise: dict[tuple[str, str], list[float]] = {}
-    vs_white: dict[tuple[str, str], list[float]] = {}
-    for batch in tqdm(list(_slices(ctx)), desc="transfer", disable=not ctx.progress):
-        y, mask = batch.undersample(build_mask("random", acceleration=4))
-        attack = build_attack("pgd-kspace", eps=0.02, steps=steps, seed=ctx.seed)
-        results = {name: attack(model, y, mask, target=batch.target, max_value=batch.max_value,
-                                coil_maps=batch.coil_maps) for name, model in models.items()}
-        for source, crafted in results.items():
-            for target, model in models.items():
-                if target == source:
-                    continue
-                with torch.no_grad():
-                    moved = reconstruct_under(model, attack.threat, y, mask, crafted.delta, batch.coil_maps)
-                    noisy = reconstruct_under(model, attack.threat, y, mask, crafted.noise, batch.coil_maps)
-                clean = _psnr(batch, results[target].clean_recon)
-                drop = clean - _psnr(batch, moved)
-                vs_noise.setdefault((source, target), []).extend((drop - (clean - _psnr(batch, noisy))).tolist())
-                white = clean - _psnr(batch, results[target].recon)
-                vs_white.setdefault((source, target), []).extend((white - drop).tolist())
+    attack = build_attack("pgd-kspace", eps=0.02, steps=steps, seed=ctx.seed)
+    pairs = [(m, m) for m in MODELS] + [(s, t) for s in MODELS for t in MODELS if s != t]  # white-box cells first
+    setups = {(s, t): Setup(model=models[t], attack=attack, mask_fn=MASK, source=models[s], seed=ctx.seed)
+              for s, t in pairs}
+    vs_noise: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs if pair[0] != pair[1]}
+    vs_white: dict[tuple[str, str], list[float]] = {pair: [] for pair in vs_noise}
+    white: dict[str, np.ndarray] = {}  # the white-box attacked PSNR of each model, on the current batch
+    for (source, target), psnr in _units(ctx, setups, "transfer"):
+        if source == target:
+            white[target] = psnr["attacked"]
+            continue
+        vs_noise[(source, target)].extend((psnr["noise"] - psnr["attacked"]).tolist())
+        vs_white[(source, target)].extend((psnr["attacked"] - white[target]).tolist())  # white drop - transfer drop
     rows = []
     for (source, target), values in vs_noise.items():
         setting = f"{source} -> {target}, pgd-kspace eps 0.02 x {steps} steps, {len(values)} slices"
