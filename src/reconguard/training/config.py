@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from reconguard.defenses.strategies import ROBUST_MODES, build_strategy
@@ -123,6 +123,17 @@ class TrainConfig:
                 f"robust training {self.robust!r} does not apply to it, use robust='none'"
             )
         object.__setattr__(self, "robust_config", self.strategy().options())
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """The default of every field that has one (a resumed run compares its saved config with them)."""
+        out = {}
+        for f in fields(cls):
+            if f.default is not MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not MISSING:
+                out[f.name] = f.default_factory()
+        return out
 
     def strategy(self) -> CleanTraining:
         """The robust-training strategy of this run (validates ``robust`` and ``robust_config``)."""

@@ -39,7 +39,7 @@ import json
 import math
 import time
 import warnings
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -95,7 +95,7 @@ def train(
     resuming = (out / "state.pt").exists() and not overwrite
     model = _init_model(config, start=not resuming).to(config.device)
     strategy.wrap(model, seed=(config.seed,))
-    state, saved = prepare_run(out, asdict(config), _field_defaults(), overwrite=overwrite, device=config.device)
+    state, saved = prepare_run(out, asdict(config), TrainConfig.defaults(), overwrite=overwrite, device=config.device)
     mask_fn = config.mask_fn()
     train_set = SliceDataset(Path(config.data) / "train")
     val_set = SliceDataset(Path(config.data) / "val")
@@ -237,16 +237,6 @@ def clean_images(batch: Sample) -> torch.Tensor:
         # A fixed block: calibrating on the whole fully sampled k-space would be needlessly slow.
         maps = estimate_coil_maps(kspace, full, calib_size=min(24, *kspace.shape[-2:]))
     return MRIOperator(full, maps).adjoint(kspace)
-
-
-def _field_defaults() -> dict[str, Any]:
-    defaults = {}
-    for f in fields(TrainConfig):
-        if f.default is not MISSING:
-            defaults[f.name] = f.default
-        elif f.default_factory is not MISSING:
-            defaults[f.name] = f.default_factory()
-    return defaults
 
 
 def _init_model(config: TrainConfig, *, start: bool = True) -> torch.nn.Module:
