@@ -124,7 +124,7 @@ def evaluate(setup: Setup, batch: Sample, index: int = 0, *, crafted: dict | Non
         index: The batch's index in its split (seeds random models with ``setup.seed``).
         crafted: A cache of attacks already crafted on this batch (by attack, model and slices),
             shared between the cells of one batch so that a surrogate is attacked once for all
-            its targets. ``None``: no sharing.
+            its targets (a random surrogate then draws once for all of them). ``None``: no sharing.
 
     Returns:
         The :class:`UnitResult`.
@@ -162,10 +162,13 @@ class _Arm:
         self.main: AttackResult | None = None  # the result behind "attacked"
         self.bare: AttackResult | None = None  # the attack crafted on the bare model (defended cells)
 
-    def craft(self, model: Reconstructor) -> AttackResult:
-        """The cell's attack on ``model`` (from the batch's cache when another cell crafted it)."""
+    def craft(self, model: Reconstructor, owner: Reconstructor | None = None) -> AttackResult:
+        """The cell's attack on ``model`` (from the batch's cache when another cell crafted it).
+        ``owner`` is what the cache knows ``model`` by when ``model`` is a wrapper built for this
+        unit (a BPDA of the defense): objects the setups hold keep their ids for the cache's life."""
         batch = self.batch
-        key = (id(self.setup.attack), id(model), tuple(batch.fname), tuple(int(s) for s in batch.slice_idx))
+        key = (id(self.setup.attack), id(owner if owner is not None else model), tuple(batch.fname),
+               tuple(int(s) for s in batch.slice_idx))
         if key not in self.crafted:
             self.crafted[key] = self.setup.attack(model, self.masked_kspace, self.mask, target=batch.target,
                                                   coil_maps=batch.coil_maps, max_value=batch.max_value,
@@ -186,7 +189,7 @@ class _Arm:
         elif setup.defense is None or setup.adaptive:
             defense = setup.defense
             through = self.pipeline if defense is None or defense.differentiable else BPDA(defense, setup.model)
-            result = self.craft(through)
+            result = self.craft(through, owner=self.pipeline)
             self.add("clean", result.clean_recon, result.clean_loss)
             self.add("attacked", result.recon, result.loss, truth=result.truth(batch.target))
             self.add("noise", result.noise_recon, result.noise_loss)
