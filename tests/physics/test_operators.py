@@ -13,6 +13,8 @@ from reconguard.physics.operators import (
     FourierTransform,
     Sampling,
     center_crop,
+    sens_expand,
+    sens_reduce,
     validate_kspace,
 )
 from tests.conftest import random_complex
@@ -46,6 +48,18 @@ def test_adjointness_and_linearity(name, gen):
     x2 = random_complex(in_shape, gen)
     torch.testing.assert_close(op(2 * x - 3j * x2), 2 * op(x) - 3j * op(x2), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(op.normal(x), op.adjoint(op(x)))
+
+
+@pytest.mark.parametrize("coils", [None, C])
+def test_sens_expand_and_reduce_are_the_unsampled_operator_and_adjoints(coils, gen):
+    maps = None if coils is None else simulate_coil_maps(C, (H, W)).expand(B, C, H, W)
+    full = torch.ones(1, 1, H, W, dtype=torch.bool)
+    x = random_complex((B, 1, H, W), gen)
+    y = random_complex((B, coils or 1, H, W), gen)
+    torch.testing.assert_close(sens_expand(x, maps), MRIOperator(full, maps)(x))
+    torch.testing.assert_close(sens_reduce(y, maps), MRIOperator(full, maps).adjoint(y))
+    lhs = torch.vdot(sens_expand(x, maps).flatten(), y.flatten())
+    torch.testing.assert_close(lhs, torch.vdot(x.flatten(), sens_reduce(y, maps).flatten()), rtol=1e-4, atol=1e-3)
 
 
 def test_with_mask_returns_new_operator(gen):

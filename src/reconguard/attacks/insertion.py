@@ -24,8 +24,7 @@ import torch.nn.functional as F
 from reconguard.attacks.features import Features
 from reconguard.errors import ConfigError, DataError
 from reconguard.models.zero_filled import zero_filled
-from reconguard.physics.fft import fft2c
-from reconguard.physics.operators import validate_kspace
+from reconguard.physics.operators import sens_expand, validate_kspace
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ class Scene:
         if insertion == "magnitude":
             # The paper's single-coil model: the magnitude image, re-acquired with zero phase.
             image = magnitude.to(kspace.dtype)
-            kspace = fft2c(image if coil_maps is None else image * coil_maps)
+            kspace = sens_expand(image, coil_maps)
         phase = torch.where(magnitude > 0, image / magnitude.clamp_min(1e-30), torch.ones_like(image))
         scale = magnitude.flatten(1).amax(dim=1) if max_value is None else max_value.to(magnitude)
         if scale.shape != (batch,) or not bool((torch.isfinite(scale) & (scale > 0)).all()):
@@ -75,7 +74,7 @@ class Scene:
         masks = features.mask(tuple(self.magnitude.shape[-2:])).flatten(0, 1)
         bump = masks * (features.intensity * self.scale[:, None]).reshape(-1, 1, 1, 1)
         delta, maps = bump * self.repeat(self.phase, num), self.repeat(self.coil_maps, num)
-        feature_kspace = fft2c(delta if maps is None else delta * maps)
+        feature_kspace = sens_expand(delta, maps)
         target = self.repeat(self.magnitude, num) + bump
         return self.repeat(self.kspace, num) + feature_kspace, feature_kspace, target, masks
 

@@ -47,7 +47,7 @@ import torch
 
 from reconguard.errors import ConfigError
 from reconguard.models.zero_filled import zero_filled
-from reconguard.physics.fft import fft2c
+from reconguard.physics.operators import sens_expand
 
 Domain = Literal["kspace", "image"]
 Norm = Literal["l2", "linf", "l0"]
@@ -265,7 +265,7 @@ class ThreatModel:
         if self.domain == "image":
             if masked_kspace.shape[1] > 1 and coil_maps is None:
                 raise ConfigError("an image-domain threat on multi-coil data needs coil maps")
-            delta = fft2c(delta if coil_maps is None else delta * coil_maps)
+            delta = sens_expand(delta, coil_maps)
         return masked_kspace + delta * mask
 
 

@@ -45,7 +45,8 @@ from reconguard.data.writer import write_volume
 from reconguard.errors import ConfigError, DataError
 from reconguard.files import atomic_write
 from reconguard.physics.coils import rss, simulate_coil_maps
-from reconguard.physics.fft import fft2c, ifft2c
+from reconguard.physics.fft import ifft2c
+from reconguard.physics.operators import sens_expand
 
 SPLITS = ("train", "val", "test")
 MANIFEST = "dataset.json"
@@ -86,8 +87,7 @@ def simulate_acquisition(
     rotation = rng.uniform(0, 2 * math.pi)
     if coils > 1:
         maps = simulate_coil_maps(coils, (size, size), rotation=rotation).expand(num, -1, -1, -1)
-        image = image * maps
-    kspace = fft2c(image)
+    kspace = sens_expand(image, maps)
     if noise > 0:
         parts = torch.from_numpy(rng.standard_normal((2, *kspace.shape), dtype=np.float32))
         kspace = kspace + noise * torch.complex(parts[0], parts[1])

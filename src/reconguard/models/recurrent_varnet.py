@@ -19,7 +19,8 @@ from reconguard.models.classical import instance_scale
 from reconguard.models.varnet import SensitivityModel
 from reconguard.models.xpdnet import from_channels, resolve_coil_maps, to_channels
 from reconguard.physics.coils import rss
-from reconguard.physics.fft import fft2c, ifft2c
+from reconguard.physics.fft import ifft2c
+from reconguard.physics.operators import sens_expand, sens_reduce
 
 
 def _padded_conv(in_chans: int, out_chans: int, kernel_size: int, dilation: int = 1) -> nn.Sequential:
@@ -128,9 +129,8 @@ class RecurrentVarNetBlock(nn.Module):
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         zero = torch.zeros((), dtype=kspace.dtype, device=kspace.device)
         residual = torch.where(mask, kspace - ref_kspace, zero)
-        image = (ifft2c(kspace) * coil_maps.conj()).sum(dim=1, keepdim=True)
-        update, state = self.regularizer(to_channels(image), state)
-        return kspace - self.step_size * residual + fft2c(from_channels(update) * coil_maps), state
+        update, state = self.regularizer(to_channels(sens_reduce(kspace, coil_maps)), state)
+        return kspace - self.step_size * residual + sens_expand(from_channels(update), coil_maps), state
 
 
 class RecurrentVarNet(ReconstructorModule):
@@ -233,7 +233,7 @@ class RecurrentVarNet(ReconstructorModule):
         self, masked_kspace: torch.Tensor, mask: torch.Tensor, coil_maps: torch.Tensor | None
     ) -> torch.Tensor:
         maps = resolve_coil_maps(self.sens_net, masked_kspace, mask, coil_maps)
-        sense = (ifft2c(masked_kspace) * maps.conj()).sum(dim=1, keepdim=True)
+        sense = sens_reduce(masked_kspace, maps)
         scale = instance_scale(sense)
         ref_kspace = masked_kspace / scale
         state = None if self.initializer is None else self.initializer(to_channels(sense / scale))

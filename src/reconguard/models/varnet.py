@@ -24,7 +24,8 @@ from reconguard.errors import require
 from reconguard.models.base import ReconstructorModule
 from reconguard.models.unet import UNetNetwork
 from reconguard.physics.coils import rss
-from reconguard.physics.fft import fft2c, ifft2c
+from reconguard.physics.fft import ifft2c
+from reconguard.physics.operators import sens_expand, sens_reduce
 
 
 class NormUNet(nn.Module):
@@ -137,8 +138,7 @@ class VarNetBlock(nn.Module):
     ) -> torch.Tensor:
         zero = torch.zeros((), dtype=current_kspace.dtype, device=current_kspace.device)
         soft_dc = torch.where(mask, current_kspace - ref_kspace, zero) * self.dc_weight
-        reduced = (ifft2c(current_kspace) * sens_maps.conj()).sum(dim=1, keepdim=True)
-        model_term = fft2c(self.model(reduced) * sens_maps)
+        model_term = sens_expand(self.model(sens_reduce(current_kspace, sens_maps)), sens_maps)
         return current_kspace - soft_dc - model_term
 
 

@@ -7,6 +7,7 @@ import torch
 from reconguard.models.base import ReconstructorModule
 from reconguard.physics.coils import rss
 from reconguard.physics.fft import ifft2c
+from reconguard.physics.operators import sens_reduce
 
 
 def zero_filled(masked_kspace: torch.Tensor, coil_maps: torch.Tensor | None = None) -> torch.Tensor:
@@ -26,11 +27,9 @@ def zero_filled(masked_kspace: torch.Tensor, coil_maps: torch.Tensor | None = No
     Shapes:
         masked_kspace: ``(B, C, H, W)`` -> ``(B, 1, H, W)``
     """
+    if coil_maps is not None or masked_kspace.shape[1] == 1:
+        return sens_reduce(masked_kspace, coil_maps)
     coil_images = ifft2c(masked_kspace)
-    if coil_maps is not None:
-        return (coil_images * coil_maps.conj()).sum(dim=1, keepdim=True)
-    if coil_images.shape[1] == 1:
-        return coil_images
     return rss(coil_images).to(coil_images.dtype)
 
 

@@ -9,7 +9,7 @@ from reconguard.physics.masks import (
     VariableDensityMask,
     build_mask,
 )
-from reconguard.physics.operators import MRIOperator, Operator
+from reconguard.physics.operators import MRIOperator, Operator, sens_expand, sens_reduce
 
 __all__ = [
     "EquispacedMask",
@@ -24,5 +24,7 @@ __all__ = [
     "fft2c",
     "ifft2c",
     "rss",
+    "sens_expand",
+    "sens_reduce",
     "simulate_coil_maps",
 ]

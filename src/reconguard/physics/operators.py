@@ -94,6 +94,19 @@ class Compose(Operator):
         return kspace
 
 
+def sens_expand(image: torch.Tensor, coil_maps: torch.Tensor | None = None) -> torch.Tensor:
+    """``F S x``: the fully sampled k-space of every coil (single-coil: ``F x``), the forward of
+    :class:`MRIOperator` before sampling. Shapes: ``(B, 1, H, W)`` -> ``(B, C, H, W)``"""
+    return fft2c(image if coil_maps is None else image * coil_maps)
+
+
+def sens_reduce(kspace: torch.Tensor, coil_maps: torch.Tensor | None = None) -> torch.Tensor:
+    """``S^H F^H y``: the coil-combined image of k-space (single-coil: ``F^H y``), the adjoint of
+    :func:`sens_expand`. Shapes: ``(B, C, H, W)`` -> ``(B, 1, H, W)``"""
+    images = ifft2c(kspace)
+    return images if coil_maps is None else (images * coil_maps.conj()).sum(dim=1, keepdim=True)
+
+
 class MRIOperator(Compose):
     """Cartesian MRI: ``y = M F S x`` (single-coil when ``coil_maps`` is ``None``).
 

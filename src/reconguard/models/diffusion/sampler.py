@@ -43,7 +43,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from reconguard.models.diffusion.schedule import NoiseSchedule, ddim_timesteps
-from reconguard.physics.fft import fft2c, ifft2c
+from reconguard.physics.operators import sens_expand, sens_reduce
 
 GUIDANCES = ("projection", "dps")
 
@@ -71,9 +71,7 @@ def project(
         image: ``(B, 1, H, W)`` complex; kspace: ``(B, C, H, W)``; mask: broadcastable bool;
         coil_maps: ``(B, C, H, W)`` or ``None`` (single-coil) -> ``(B, 1, H, W)``
     """
-    coil_images = image if coil_maps is None else image * coil_maps
-    replaced = ifft2c(torch.where(mask, kspace, fft2c(coil_images)))
-    return replaced if coil_maps is None else (replaced * coil_maps.conj()).sum(dim=1, keepdim=True)
+    return sens_reduce(torch.where(mask, kspace, sens_expand(image, coil_maps)), coil_maps)
 
 
 def residual_norm(
@@ -84,8 +82,7 @@ def residual_norm(
     Shapes:
         image: ``(B, 1, H, W)`` complex -> ``(B,)`` real
     """
-    coil_images = image if coil_maps is None else image * coil_maps
-    residual = (fft2c(coil_images) - kspace) * mask
+    residual = (sens_expand(image, coil_maps) - kspace) * mask
     power = torch.view_as_real(residual).square().flatten(1).sum(1)
     # The floor keeps sqrt's gradient finite for an exactly consistent image.
     return power.clamp_min(torch.finfo(power.dtype).tiny).sqrt()
