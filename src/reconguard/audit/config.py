@@ -35,7 +35,6 @@ impossible pairing fails here rather than after data was built or models trained
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ from reconguard.audit.specs import AttackSpec, DataSpec, DefenseSpec, ModelSpec,
 from reconguard.audit.yamlcheck import Checker, Lines
 from reconguard.defenses.registry import DEFENSES
 from reconguard.errors import ConfigError, DataError
+from reconguard.keywords import keyword_parameters
 from reconguard.models.pretrained import check_files
 from reconguard.models.registry import MODELS, unknown_model_message
 from reconguard.physics.masks import MASKS
@@ -262,8 +262,7 @@ class _Checker(Checker):
             spec = self.mapping(spec if spec is not None else {}, path, _DEFENSE)
             name = self.choice(spec.get("defense", key), (*path, "defense"), DEFENSES, "defense")
             settings = self.settings(spec.get("settings"), (*path, "settings"))
-            accepted = {p.name for p in inspect.signature(DEFENSES[name].__init__).parameters.values()
-                        if p.kind is p.KEYWORD_ONLY}
+            accepted = keyword_parameters(DEFENSES[name])
             for option in settings:
                 if option not in accepted:
                     raise self.fail((*path, "settings", option), f"unknown option for {name}; {sorted(accepted)}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from torch import nn
@@ -11,6 +10,7 @@ from reconguard.defenses.base import Defense
 from reconguard.defenses.cyclic import CyclicMitigation
 from reconguard.defenses.smoothing import RandomizedSmoothing
 from reconguard.errors import ConfigError
+from reconguard.keywords import check_keywords
 
 DEFENSES: dict[str, type[Defense]] = {"cyclic": CyclicMitigation, "smooth": RandomizedSmoothing}
 
@@ -29,10 +29,7 @@ def build_defense(name: str, model: nn.Module, **config: Any) -> Defense:
     if name not in DEFENSES:
         raise ConfigError(f"unknown defense {name!r}; choose one of {sorted(DEFENSES)}")
     cls = DEFENSES[name]
-    accepted = {p.name for p in inspect.signature(cls.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY}
-    unknown = sorted(set(config) - accepted)
-    if unknown:
-        raise ConfigError(f"unknown hyper-parameter(s) {unknown} for defense {name!r}; it accepts {sorted(accepted)}")
+    check_keywords(cls, config, f"defense {name!r}")
     try:
         return cls(model, **config)
     except (TypeError, ValueError) as exc:

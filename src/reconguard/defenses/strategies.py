@@ -7,13 +7,13 @@ because its options are the smoothing defense's own keyword parameters.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 from reconguard.defenses.smoothing import RandomizedSmoothing
 from reconguard.defenses.training import AdversarialTraining, CleanTraining, FNAFTraining, derive_seed
 from reconguard.errors import ConfigError, require
+from reconguard.keywords import keyword_parameters
 from reconguard.models.base import Reconstructor
 
 
@@ -73,8 +73,7 @@ def build_strategy(robust: str, options: dict[str, Any] | None = None, *, loss: 
 
 def _smoothing_settings(options: dict[str, Any]) -> dict[str, Any]:
     """``options`` checked against RandomizedSmoothing's keyword parameters, defaults filled in."""
-    signature = list(inspect.signature(RandomizedSmoothing.__init__).parameters.values())[2:]  # self, model
-    params = {p.name: p for p in signature if p.name != "seed" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    params = {n: p for n, p in keyword_parameters(RandomizedSmoothing).items() if n != "seed"}
     unknown = sorted(set(options) - set(params))
     require(not unknown, f"unknown smooth training option(s) {unknown}; it accepts {sorted(params)}")
     missing = sorted(n for n, p in params.items() if p.default is p.empty and n not in options)

@@ -9,7 +9,6 @@ fastMRI ``.pt``/``.ckpt`` files are read with ``torch.load(..., weights_only=Tru
 from __future__ import annotations
 
 import difflib
-import inspect
 import json
 import os
 import pickle
@@ -25,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from reconguard import __version__
 from reconguard.errors import ConfigError, DataError
 from reconguard.files import atomic_paths
+from reconguard.keywords import check_keywords
 from reconguard.models.base import ReconstructorModule
 from reconguard.models.classical import CSTV
 from reconguard.models.diffusion import DiffusionReconstructor
@@ -89,14 +89,7 @@ def build(name: str, **config: Any) -> ReconstructorModule:
     if not isinstance(name, str) or name not in MODELS:
         raise ConfigError(unknown_model_message(name))
     cls = MODELS[name]
-    accepted = {
-        p.name for p in inspect.signature(cls.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY
-    }
-    unknown = sorted(set(config) - accepted)
-    if unknown:
-        raise ConfigError(
-            f"unknown hyper-parameter(s) {unknown} for model {name!r}; it accepts {sorted(accepted)}"
-        )
+    check_keywords(cls, config, f"model {name!r}")
     try:
         return cls(**config)
     except (TypeError, ValueError, OverflowError) as exc:
