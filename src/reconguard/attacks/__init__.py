@@ -8,7 +8,7 @@ adds its hit and feature losses (:class:`FNAFResult`).
 """
 
 from reconguard.attacks.adaptive import BPDA, PenalizedPGD
-from reconguard.attacks.base import Attack, AttackResult, frozen
+from reconguard.attacks.base import Attack, AttackInputs, AttackResult, frozen
 from reconguard.attacks.features import Features, make_features
 from reconguard.attacks.fnaf import FNAF, FNAFResult
 from reconguard.attacks.hits import HitCounter, HitRate, summarize_hits
@@ -28,6 +28,7 @@ __all__ = [
     "PerturbationAttack",
     "Attack",
     "AttackContext",
+    "AttackInputs",
     "AttackLoss",
     "AttackResult",
     "FNAFResult",
