@@ -109,6 +109,21 @@ class UnitResult:
     result: AttackResult
     mask: torch.Tensor
 
+    def panels(self, batch: Sample) -> list[dict[str, np.ndarray]]:
+        """Per slice, the images of a figure as float32 arrays: ``target`` (the truth), the
+        reconstructions of :data:`PANEL_CONDITIONS` present, ``max_value`` and, for feature attacks,
+        ``feature_mask``."""
+        out = []
+        for i in range(len(batch)):
+            shown = {k: v[i, 0] for k, v in self.images.items() if k in PANEL_CONDITIONS}
+            arrays = {"target": self.truth[i, 0], **shown}
+            panel = {k: v.detach().float().cpu().numpy() for k, v in arrays.items()}
+            panel["max_value"] = np.asarray(float(batch.max_value[i]))
+            if self.outline is not None:
+                panel["feature_mask"] = self.outline[i, 0].float().cpu().numpy()
+            out.append(panel)
+        return out
+
     def attacked_batch(self, batch: Sample) -> Sample:
         """``batch`` as the model saw it under attack (attacked k-space, its mask, the truth), for fastMRI files."""
         mask = self.mask.expand(len(batch), *self.mask.shape[1:])

@@ -32,7 +32,7 @@ from reconguard.audit.config import AuditConfig
 from reconguard.audit.store import Store, Unit
 from reconguard.data import Sample, SliceDataset
 from reconguard.defenses import build_defense
-from reconguard.experiment import PANEL_CONDITIONS, Setup, UnitResult, calibrated, evaluate
+from reconguard.experiment import Setup, calibrated, evaluate
 from reconguard.models import build, load, load_fastmri
 from reconguard.physics.masks import build_mask
 
@@ -107,22 +107,9 @@ def run_unit(ws: Workspace, cell: Cell, index: int, rank: int) -> Unit:
                   seed=cell.seed), mask_fn=ws.mask_fn(cell.acceleration), defense=defense,
                   source=ws.model(cell.source), seed=cell.seed)
     unit = evaluate(setup, batch, index)
-    panels = _panels(batch, unit) if ws.config.panels else ()
-    return Unit(cell.cell_id, index, len(batch), time.perf_counter() - start, rank, unit.records, panels)
-
-
-def _panels(batch: Any, unit: UnitResult) -> tuple:
-    """Per slice: the truth, the images of :data:`~reconguard.experiment.PANEL_CONDITIONS`, the data
-    range and (feature attacks) the feature's outline, as numpy arrays."""
-    out = []
-    for i in range(len(batch)):
-        arrays = {"target": unit.truth[i, 0], **{k: v[i, 0] for k, v in unit.images.items() if k in PANEL_CONDITIONS}}
-        panel = {k: v.detach().float().cpu().numpy() for k, v in arrays.items()}
-        panel["max_value"] = np.asarray(float(batch.max_value[i]))
-        if unit.outline is not None:
-            panel["feature_mask"] = unit.outline[i, 0].float().cpu().numpy()
-        out.append((batch.fname[i], int(batch.slice_idx[i]), panel))
-    return tuple(out)
+    panels = unit.panels(batch) if ws.config.panels else []
+    named = tuple((batch.fname[i], int(batch.slice_idx[i]), panel) for i, panel in enumerate(panels))
+    return Unit(cell.cell_id, index, len(batch), time.perf_counter() - start, rank, unit.records, named)
 
 
 # -- preparation -------------------------------------------------------------------------------

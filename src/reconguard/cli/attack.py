@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             new = slice_rows(batch, unit, context)
             if isinstance(unit.result, FNAFResult):
                 hits.add(unit.result)
-            worst = heapq.nlargest(args.panels, worst + list(zip(new, _crops(batch, unit))),
+            worst = heapq.nlargest(args.panels, worst + list(zip(new, unit.panels(batch))),
                                    key=lambda item: _damage(item[0]))
             rows += new
         writer.flush()
@@ -117,19 +117,6 @@ def _damage(row: dict[str, Any]) -> float:
     return -math.inf if value is None or math.isnan(value) else value
 
 
-def _crops(batch: Any, unit: Any) -> list[dict[str, Any]]:
-    """Per slice, the images of a panel: the truth, clean, attacked (and noise) reconstructions."""
-    shown = [c for c in ("clean", "attacked", "noise") if c in unit.images]
-    crops = []
-    for i in range(len(batch)):
-        crop = {"target": unit.truth[i, 0].cpu(), **{c: unit.images[c][i, 0].cpu() for c in shown},
-                "max_value": float(batch.max_value[i])}
-        if unit.outline is not None:
-            crop["feature_mask"] = unit.outline[i, 0].cpu()
-        crops.append(crop)
-    return crops
-
-
 def _write_panels(directory: Path, rows: list[dict[str, Any]], crops: list[dict[str, Any]],
                   context: dict[str, Any]) -> None:
     from reconguard.report.figures import attack_panel
@@ -141,7 +128,7 @@ def _write_panels(directory: Path, rows: list[dict[str, Any]], crops: list[dict[
                   else f"PSNR drop {_damage(row):.2f} dB")
         title = f"{context['model']} | {context['attack']} {context['threat']} | {stem} slice {row['slice']} | {damage}"
         attack_panel(im["target"], im["clean"], im["attacked"], im.get("noise"), title=title,
-                     path=directory / f"{stem}_{row['slice']}.png", data_range=im["max_value"],
+                     path=directory / f"{stem}_{row['slice']}.png", data_range=float(im["max_value"]),
                      feature_mask=im.get("feature_mask"))
 
 
