@@ -40,7 +40,11 @@ CONDITIONS: dict[str, str] = {
     "nonadaptive": "defended cells: the attack crafted on the bare model, then fed to the defense",
     "undefended_clean": "defended cells: the bare model on the clean measurement",
     "undefended_attacked": "defended cells: the bare model under the attack crafted on it",
-    "noise": "Gaussian noise of the attack's size in its norm (perturbation attacks)",
+    "noise": "random noise matched to the attack in every norm that matters: its l2 norm (l2 threats), its l2 "
+             "and l-inf sizes (l-inf threats), its count and amplitude (l0) (attacks.noise.matched_noise); "
+             "also its noise gain (metric gain, as for attacked)",
+    "gaussian_noise": "only when the attack's gaussian_noise option is set: Gaussian noise whose largest entry "
+                      "equals the attack's (the pre-0.2 l-inf baseline, far below the attack's energy)",
     "zero_filled": "zero-filling of the same under-sampled k-space (the report's quality baseline)",
     "fnaf": "feature attacks: hit, accepted, feature and region losses (FNAFResult.measures)",
     "artefact": "what the error map attacked - clean looks like (metrics.describe_artefact)",
@@ -199,7 +203,8 @@ class _Arm:
                                         target=batch.target, coil_maps=batch.coil_maps, max_value=batch.max_value)
             self.add("clean", outcome.clean_recon, outcome.clean_loss)
             self.add("attacked", outcome.recon, outcome.loss, truth=source.truth(batch.target))
-            self.add("noise", outcome.noise_recon, outcome.noise_loss)
+            for condition, recon in outcome.baseline_recons.items():
+                self.add(condition, recon, outcome.baseline_losses[condition])
             self.main, self.seconds["attacked"] = source, source.seconds
         elif setup.defense is None or setup.adaptive:
             defense = setup.defense
@@ -207,7 +212,8 @@ class _Arm:
             result = self.craft(through, owner=self.pipeline)
             self.add("clean", result.clean_recon, result.clean_loss)
             self.add("attacked", result.recon, result.loss, truth=result.truth(batch.target))
-            self.add("noise", result.noise_recon, result.noise_loss)
+            for baseline in result.baselines:
+                self.add(baseline.condition, baseline.recon, baseline.loss)
             self.main, self.seconds["attacked"] = result, result.seconds
 
     def attack_bare_model(self) -> None:
@@ -258,6 +264,7 @@ class _Arm:
         if "attacked" in images and truth is target:  # a feature attack changes the truth: no error map
             described = describe_artefact(images["attacked"] - images["clean"], target)
             records += _rows(batch, "artefact", {k: described[k] for k in SHAPE_DESCRIPTORS})
+        records += self.gains()
         records += self.detector()
         outline = getattr(main, "feature_mask", None)  # feature attacks' own field
         return UnitResult(records=tuple(records), images=images, truth=truth, seconds=self.seconds, result=main,
@@ -265,21 +272,40 @@ class _Arm:
                           mask=self.mask)
 
     @torch.no_grad()
+    def gains(self) -> list[Record]:
+        """``gain`` of ``attacked`` and of each noise baseline: per slice, how much the evaluated
+        pipeline's output moves per unit of input change, ``||f(x + d) - f(x)|| / ||d_x||`` in l2
+        (``d_x``: what the perturbation changes in the network's input image,
+        :meth:`AttackResult.input_change`). Zero-filling's is 1; a gain far above 1 under random
+        noise means any perturbation of this size is amplified, adversarial or not."""
+        main = self.main
+        if main is None or main.threat is None or "clean" not in self.recons:
+            return []
+        deltas = {"attacked": main.delta, **{b.condition: b.delta for b in main.baselines}}
+        maps, clean, rows = self.batch.coil_maps, self.recons["clean"], []
+        for condition, delta in deltas.items():
+            if condition in self.recons:
+                change = (self.recons[condition] - clean).flatten(1).norm(dim=1)
+                rows += _rows(self.batch, condition, {"gain": change / main.input_change(delta, self.mask, maps)})
+        return rows
+
+    @torch.no_grad()
     def detector(self) -> list[Record]:
         """``detector_score`` and ``flagged`` per slice and input, for a defense with a calibrated
         detector (the cyclic defense): flagged attacked inputs are true alarms, flagged clean ones
-        false. A network-input attack leaves k-space as it was, so its input is skipped."""
+        false. A network-input attack is scored with its input perturbation."""
         defense = self.setup.defense
         threshold = getattr(defense, "threshold", None)
         if threshold is None or not callable(getattr(defense, "score", None)):
             return []
-        inputs = {"clean": self.masked_kspace}
+        inputs = {"clean": (self.masked_kspace, None)}
         for condition, result in (("attacked", self.main), ("nonadaptive", self.bare)):
-            if result is not None and result.input_delta is None:
-                inputs[condition] = result.adv_kspace
+            if result is not None:
+                inputs[condition] = (result.adv_kspace, result.input_delta)
         rows = []
-        for condition, kspace in inputs.items():
-            score = defense.score(kspace, self.mask, coil_maps=self.batch.coil_maps)
+        for condition, (kspace, input_delta) in inputs.items():
+            extra = {} if input_delta is None else {"input_delta": input_delta}
+            score = defense.score(kspace, self.mask, coil_maps=self.batch.coil_maps, **extra)
             rows += _rows(self.batch, condition, {"detector_score": score, "flagged": (score > threshold).float()})
         return rows
 

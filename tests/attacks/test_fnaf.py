@@ -172,14 +172,50 @@ def test_an_exact_reconstruction_has_hit_rate_zero():
     assert stats.mean_control_region_loss < 1e-10
 
 
+class Eraser(ZeroFilled):
+    """Zero-filling followed by a 5x5 median filter of the magnitude: it keeps anatomy and erases
+    small features (a reconstructor that should be FNAF-vulnerable)."""
+
+    def _reconstruct(self, masked_kspace, mask, coil_maps):
+        image = super()._reconstruct(masked_kspace, mask, coil_maps).abs()
+        patches = torch.nn.functional.pad(image, (2, 2, 2, 2), mode="replicate").unfold(2, 5, 1).unfold(3, 5, 1)
+        return patches.flatten(-2).median(dim=-1).values.to(torch.complex64)
+
+
 @pytest.mark.parametrize("acceleration", [4, 8])
-def test_zero_filled_misses_most_features(acceleration):
+def test_zero_filling_is_not_fnaf_vulnerable_and_an_eraser_is(acceleration):
+    """The default (linear) criterion separates a linear reconstruction, which keeps what was
+    measured (score exactly 0), from a model that erases small features; the old ``missing``
+    criterion called zero-filling vulnerable for the blur of under-sampling alone."""
     mask_fn = RandomMask(acceleration=acceleration, center_fraction=0.32 / acceleration)
-    stats = hit_rate(FNAF(), ZeroFilled(), samples(batches=2), mask_fn)
-    assert stats.rate > 0.5 and stats.slices + stats.excluded == 8
-    assert stats.mean_feature_loss > 1e-3
+    linear = hit_rate(FNAF(), ZeroFilled(), samples(batches=2), mask_fn)
+    assert linear.rate == 0 and linear.slices + linear.excluded == 8 and linear.slices >= 6
+    assert abs(linear.mean_score) < 1e-5 and linear.mean_score == linear.mean_linear_loss
+    erased = hit_rate(FNAF(), Eraser(), samples(batches=2), mask_fn)
+    assert erased.rate >= 0.75 and erased.mean_score > 0.5
+    missing = hit_rate(FNAF(criterion="missing"), ZeroFilled(), samples(batches=2), mask_fn)
+    assert missing.rate > 0.5 and missing.mean_feature_loss > 1e-3
     # the raw region error with the feature exceeds the model's error there without it
-    assert stats.mean_region_loss > stats.mean_control_region_loss
+    assert missing.mean_region_loss > missing.mean_control_region_loss
+
+
+def test_linear_score_does_not_depend_on_the_image_size():
+    """The same feature at the same place of the same anatomy, in a 64x64 image and in that image
+    zero-padded to 160x160, scores the same under the linear criterion (a ratio of sums over the
+    feature's region); the paper's score averaged over the image does not (it is divided by the
+    image's pixels and its standard deviation). Full sampling and a local model, so that nothing
+    else differs."""
+    small = phantom_batch(batch=2, size=64)
+    big = {"kspace": fft2c(torch.nn.functional.pad(small["image"], (48, 48, 48, 48))), "max_value": small["max_value"]}
+    scores = {}
+    for name, data, size in (("small", small, 64), ("big", big, 160)):
+        for criterion, pixels in (("linear", 320 * 320), ("paper", None)):
+            attack = FNAF(criterion=criterion, paper_pixels=pixels, region=(24, 24), seed=5, dilation=1)
+            result = run_fnaf(attack, Eraser(), data["kspace"], full_mask(size), max_value=data["max_value"])
+            scores[name, criterion] = result.score
+    torch.testing.assert_close(scores["big", "linear"], scores["small", "linear"], rtol=1e-4, atol=0)
+    assert bool((scores["small", "linear"] > 0.5).all())  # the eraser loses the features
+    assert bool(((scores["small", "paper"] / scores["big", "paper"] - 1).abs() > 0.05).all())
 
 
 def test_random_search_is_one_batch_in_eval_mode_without_grad():

@@ -41,7 +41,8 @@ def test_an_option_row_reaches_the_attack_the_cli_and_the_audit_config(tmp_path)
     from reconguard.audit.config import parse_config
     from reconguard.cli.main import build_parser
 
-    assert build_attack("fnaf").criterion == "missing" and build_attack("fnaf", criterion="paper").criterion == "paper"
+    assert build_attack("fnaf").criterion == "linear" and build_attack("fnaf", criterion="paper").criterion == "paper"
+    assert build_attack("fnaf").gamma == 0.5 and build_attack("fnaf", criterion="paper").gamma == 1e-3
     args = build_parser().parse_args(["attack", "--model", "m", "--data", "d", "--attack", "fnaf",
                                       "--criterion", "paper"])
     assert args.criterion == "paper"

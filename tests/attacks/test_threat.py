@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reconguard.attacks import ThreatModel, keep_largest, same_norm_noise
+from reconguard.attacks import ThreatModel, gaussian_noise, keep_largest, matched_noise
 from reconguard.errors import ConfigError
 from tests.conftest import random_complex
 
@@ -68,17 +68,68 @@ def test_keep_largest():
     assert torch.equal(keep_largest(x, 0), torch.zeros_like(x))
 
 
+def _linf_measures(delta: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    flat = delta.flatten(1)
+    largest = torch.maximum(flat.real.abs(), flat.imag.abs()) if mode == "real_imag" else flat.abs()
+    return largest.amax(dim=1), flat.norm(dim=1)
+
+
 @pytest.mark.parametrize("norm,kwargs", [("l2", {}), ("l2", {"per_coil": True}), ("linf", {}),
                                          ("linf", {"linf_mode": "real_imag"}), ("l0", {"amplitude": 0.3})])
-def test_same_norm_noise_matches_delta(norm, kwargs, multi, gen):
+def test_matched_noise_matches_delta(norm, kwargs, multi, gen):
     threat = ThreatModel(domain="kspace", norm=norm, eps=4 if norm == "l0" else 0.05, **kwargs)
     support = threat.support_mask(multi["mask"], multi["masked_kspace"])
     delta = threat.project(random_complex(multi["masked_kspace"].shape, gen), _budget(threat, multi), support)
-    noise = same_norm_noise(threat, delta, support, torch.Generator().manual_seed(0))
+    noise = matched_noise(threat, delta, support, torch.Generator().manual_seed(0))
     assert torch.all(noise * ~support == 0)
     torch.testing.assert_close(threat.measure(noise), threat.measure(delta), rtol=1e-5, atol=1e-6)
     if threat.per_coil:
         torch.testing.assert_close(noise.flatten(2).norm(dim=2), delta.flatten(2).norm(dim=2), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("mode", ["complex", "real_imag"])
+@pytest.mark.parametrize("domain,support", [("kspace", "acquired"), ("image", "network_input")])
+def test_linf_baseline_has_the_attacks_l2_and_linf_size(mode, domain, support, multi, gen):
+    """The verdict's baseline of an l-inf attack: the attack's l-inf size *and* its l2 energy
+    (within 1 %), where a Gaussian scaled to the same maximum has a fraction of the energy."""
+    threat = ThreatModel(domain=domain, norm="linf", eps=0.01, linf_mode=mode, support=support)
+    shape = threat.delta_shape(multi["masked_kspace"])
+    allowed = threat.support_mask(multi["mask"], multi["masked_kspace"])
+    budget = _budget(threat, multi)
+    # A saturated sign attack with a structured (smooth) part: what PGD-linf returns.
+    delta = threat.project(random_complex(shape, gen).sgn() * budget * 10, budget, allowed)
+    matched = matched_noise(threat, delta, allowed, torch.Generator().manual_seed(1))
+    for got, want in zip(_linf_measures(matched, mode), _linf_measures(delta, mode)):
+        torch.testing.assert_close(got, want, rtol=0.01, atol=0)
+    assert torch.all(matched * ~allowed.expand(shape) == 0)
+    assert not torch.allclose(matched, delta)  # shuffled: not the attack itself
+    old = gaussian_noise(threat, delta, allowed, torch.Generator().manual_seed(1))
+    old_max, old_l2 = _linf_measures(old, mode)
+    torch.testing.assert_close(old_max, _linf_measures(delta, mode)[0], rtol=1e-5, atol=0)
+    assert torch.all(old_l2 < 0.6 * _linf_measures(delta, mode)[1])  # the energy the old baseline lacked
+
+
+def test_matched_noise_is_seeded(multi, gen):
+    threat = ThreatModel(domain="image", norm="linf", eps=0.01, support="network_input")
+    delta = random_complex(threat.delta_shape(multi["masked_kspace"]), gen) * 1e-3
+    support = threat.support_mask(multi["mask"], multi["masked_kspace"])
+    first, again, other = (matched_noise(threat, delta, support, torch.Generator().manual_seed(s)) for s in (3, 3, 4))
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_input_change_is_the_zero_filled_change(multi, gen):
+    """Zero-filling's output moves by exactly the input change: its noise gain is 1."""
+    from reconguard.models.zero_filled import zero_filled
+
+    for threat in (ThreatModel(domain="kspace", norm="l2", eps=0.05),
+                   ThreatModel(domain="image", norm="linf", eps=0.01),
+                   ThreatModel(domain="image", norm="linf", eps=0.01, support="network_input")):
+        delta = random_complex(threat.delta_shape(multi["masked_kspace"]), gen) * 1e-2
+        kspace, input_delta = threat.model_input(multi["masked_kspace"], multi["mask"], delta, multi["coil_maps"])
+        moved = zero_filled(kspace, multi["coil_maps"]) - zero_filled(multi["masked_kspace"], multi["coil_maps"])
+        moved = moved if input_delta is None else moved + input_delta
+        torch.testing.assert_close(threat.input_change(delta, multi["mask"], multi["coil_maps"]), moved,
+                                   rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize(

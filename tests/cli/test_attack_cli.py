@@ -17,7 +17,7 @@ EXPECTED_COLUMNS = [
     "attacked_loss", "noise_psnr", "noise_ssim", "noise_nmse", "noise_loss",
     "zero_filled_psnr", "zero_filled_ssim", "zero_filled_nmse", "attacked_norm", "attacked_budget",
     "attacked_relative_norm", "artefact_spectral_flatness", "artefact_neighbour_correlation",
-    "artefact_edge_correlation", "attacked_seconds",
+    "artefact_edge_correlation", "attacked_gain", "noise_gain", "attacked_seconds",
 ]  # <condition>_<metric>, the audit's vocabulary
 
 
@@ -143,7 +143,7 @@ def test_image_attack_prints_table_and_respects_options(tiny_data, tmp_path, cap
             "--panels", "1", "--out", str(out), "--quiet"]
     code, printed, _ = _run(argv, capsys)
     assert code == 0
-    for label in ("| clean |", "| attacked |", "| same-norm noise |", "PSNR (dB)", "image-linf(abs)=0.05"):
+    for label in ("| clean |", "| attacked |", "| matched noise |", "PSNR (dB)", "image-linf(abs)=0.05"):
         assert label in printed
     rows = _rows(out)
     assert len(rows) == 3 and all(float(r["attacked_norm"]) <= 0.05 * (1 + 1e-5) for r in rows)
@@ -241,7 +241,7 @@ def test_fnaf_attack_reports_hits_and_writes_featured_volumes(attack, tiny_data,
     argv = ["attack", "--model", "zero_filled", "--data", str(tiny_data), "--attack", attack, "--candidates", "3",
             "--acceleration", "8", "--max-slices", "4", "--panels", "2", "--out", str(out), "--quiet"]
     code, printed, _ = _run(argv, capsys)
-    assert code == 0 and "hit rate" in printed and "| attacked |" in printed and "same-norm" not in printed
+    assert code == 0 and "hit rate" in printed and "| attacked |" in printed and "matched noise" not in printed
     rows = _rows(out)
     assert len(rows) == 4
     assert {"fnaf_hit", "fnaf_feature_loss", "fnaf_region_loss", "fnaf_control_region_loss"} <= set(rows[0])

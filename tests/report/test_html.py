@@ -92,6 +92,8 @@ def _fnaf_records(model: str, defense: str) -> list:
             (volume, index, "clean", "nmse", 0.01),
             (volume, index, "zero_filled", "psnr", 26.0),
             (volume, index, "fnaf", "feature_loss", 0.1 * (k + 1)),
+            (volume, index, "fnaf", "score", 0.9 if hit else 0.1 * k),
+            (volume, index, "fnaf", "gamma", 0.5),
             (volume, index, "fnaf", "hit", hit),
             (volume, index, "fnaf", "accepted", accepted),
         ]
@@ -172,15 +174,16 @@ def test_database_strings_are_escaped(report):
 def test_verdicts_on_page_and_in_markdown(report):
     page = report.read_text(encoding="utf-8")
     markdown = (report.parent / "summary.md").read_text(encoding="utf-8")
-    assert "robust at the tested budgets" in page and "excess PSNR drop" in page  # rule shown
-    verdict_lines = {
-        tuple(c.strip() for c in line.split("|")[1:3]): line
-        for line in markdown.splitlines()
-        if line.startswith("| ") and line.rstrip().endswith(("vulnerable |", "budgets |", "tested |"))
-    }
-    assert verdict_lines[("unet", "none")].endswith("| vulnerable |")  # 10 dB - 0.2 dB noise, FNAF 75 %
-    assert verdict_lines[("unet", "cyclic")].endswith("| robust at the tested budgets |")  # 0.5 dB
-    assert "| 75% |" in verdict_lines[("unet", "none")]
+    assert "robust at the tested budgets" in page and "Regime check" in page and "excess drop" in page  # rule
+    table = markdown.split("## Verdicts")[1].split("## Defense effects")[0]
+    verdict_lines = {tuple(c.strip() for c in line.split("|")[1:3]): [c.strip() for c in line.split("|")[1:-1]]
+                     for line in table.splitlines() if line.startswith("| ") and not line.startswith("| model")}
+    unet = verdict_lines[("unet", "none")]
+    assert unet[3] == "vulnerable"  # 10 dB - 0.2 dB noise, FNAF 75 %
+    assert unet[4].startswith("fnaf 4x: hit rate 75% [") and unet[6].startswith("75% [")
+    assert unet[5].startswith("+10.05 [") and unet[5].endswith("(pgd-kspace eps 0.05 4x)")
+    assert unet[7].startswith("vulnerable to fnaf 4x (hit rate 75% [")
+    assert verdict_lines[("unet", "cyclic")][3] == "robust at the tested budgets"  # 0.5 dB
     assert "## FNAF" in markdown and "## Perturbation attacks" in markdown
 
 
@@ -249,7 +252,7 @@ def test_defense_effects_on_page_and_in_markdown(report):
     assert "<h2>Defense effects</h2>" in page and "false-alarm rate" in page
     markdown = (report.parent / "summary.md").read_text(encoding="utf-8")
     section = markdown.split("## Defense effects")[1].split("## Perturbation")[0]
-    (row,) = [line for line in section.splitlines() if line.startswith("| unet |")]
+    (row,) = [line for line in section.splitlines() if line.startswith("| unet | cyclic | pgd-kspace |")]
     cells = [c.strip() for c in row.split("|")[1:-1]]
     assert cells[:6] == ["unet", "cyclic", "pgd-kspace", "0.05", "4", "4"]
     assert cells[6] == "+0.50 [+0.50, +0.50]"  # cyclic costs 0.5 dB of clean PSNR on every slice
@@ -257,3 +260,8 @@ def test_defense_effects_on_page_and_in_markdown(report):
     # adaptive 31.5 - 0.5 - extra dB
     assert cells[7].startswith("+9.50 [") and cells[8] == "+9.00 [+9.00, +9.00]"
     assert cells[9:] == ["4/4 (100%)", "3/4 (75%)", "1/4 (25%)"]
+    # the feature attack: 3 of 4 accepted candidates hit without the defense, none with it (paired)
+    (row,) = [line for line in section.splitlines() if line.startswith("| unet | cyclic | fnaf |")]
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[3:5] == ["4", "5"] and cells[6].startswith("75% [")  # 5 slices paired, 4 accepted and cells[7] == "0% [0%, 0%]"
+    assert cells[8].startswith("-75% [") and cells[9].startswith("-0.")

@@ -40,8 +40,8 @@ def test_every_series_of_the_robustness_curves_has_a_legend_entry():
     # (PSNR, SSIM) x (attacked + noise of unet under pgd-image, of 3 series under pgd-kspace; zero-filled line each)
     assert len(labels) == 2 * (2 + 1) + 2 * (3 * 2 + 1)
     assert set(labels) <= set(texts) and len(texts) == len(set(texts))
-    for entry in ("zero-filled: attacked", "zero-filled: same-norm noise", "unet + cyclic: attacked (adaptive)",
-                  "unet + cyclic: same-norm noise", "zero-filled, clean input"):
+    for entry in ("zero-filled: attacked", "zero-filled: matched noise", "unet + cyclic: attacked (adaptive)",
+                  "unet + cyclic: matched noise", "zero-filled, clean input"):
         assert entry in texts
 
 

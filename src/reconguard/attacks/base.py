@@ -3,7 +3,7 @@
 :class:`Attack` is the interface: ``attack(model, masked_kspace, mask, target=..., coil_maps=...,
 max_value=..., kspace=...)`` returns an :class:`AttackResult`. Perturbation attacks (PGD, FGSM,
 sparse spikes; :class:`~reconguard.attacks.perturbation.PerturbationAttack`) fill its threat,
-perturbation and same-norm-noise fields; feature attacks (FNAF) leave those ``None`` and add their
+perturbation and noise-baseline fields; feature attacks (FNAF) leave those ``None`` and add their
 own fields in a subclass (:class:`~reconguard.attacks.fnaf.FNAFResult`). Whoever evaluates an
 attack (:mod:`reconguard.experiment`) reads the common fields and :meth:`AttackResult.measures`,
 and never asks which kind of attack it ran.
@@ -19,6 +19,7 @@ from typing import ClassVar, Iterator
 import torch
 
 from reconguard.attacks.threat import ThreatModel
+from reconguard.errors import ConfigError
 from reconguard.models.base import Reconstructor, validate_input_delta
 
 
@@ -41,6 +42,25 @@ def frozen(model: Reconstructor) -> Iterator[None]:
         model.train(was_training)
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """A random perturbation an attack is compared with, and what it did.
+
+    Attributes:
+        condition: Its condition in the records (``noise``: the matched baseline of
+            :func:`~reconguard.attacks.noise.matched_noise`; ``gaussian_noise``: the optional
+            Gaussian of :func:`~reconguard.attacks.noise.gaussian_noise`).
+        delta: The perturbation (in the threat's domain).
+        recon: The model's reconstruction under it.
+        loss: The attack's loss of ``recon``.
+    """
+
+    condition: str
+    delta: torch.Tensor
+    recon: torch.Tensor
+    loss: torch.Tensor
+
+
 @dataclass(frozen=True, kw_only=True)
 class AttackResult:
     """Outcome of an attack on one batch.
@@ -58,8 +78,8 @@ class AttackResult:
     Perturbation attacks only (``None`` otherwise):
         threat: The budget the perturbation lives in.
         delta: The perturbation (in the threat's domain).
-        noise: Gaussian noise of exactly ``delta``'s norm on the same support (the baseline).
-        noise_recon, noise_loss: Reconstruction and loss under ``noise``.
+        baselines: The random perturbations ``delta`` is compared with, the matched ``noise``
+            first (:attr:`noise`, :attr:`noise_recon`, :attr:`noise_loss` read it).
         norm: Size of ``delta`` in the threat's norm, per slice.
         budget: The absolute budget per slice (per coil for per-coil threats).
         relative_norm: ``norm`` in units of the budget of ``eps = 1`` (relative to the measured
@@ -83,13 +103,26 @@ class AttackResult:
     clean_loss: torch.Tensor | None = None
     threat: ThreatModel | None = None
     delta: torch.Tensor | None = None
-    noise: torch.Tensor | None = None
-    noise_recon: torch.Tensor | None = None
-    noise_loss: torch.Tensor | None = None
+    baselines: tuple[Baseline, ...] = ()
     norm: torch.Tensor | None = None
     budget: torch.Tensor | None = None
     relative_norm: torch.Tensor | None = None
     history: tuple[float, ...] = ()
+
+    @property
+    def noise(self) -> torch.Tensor | None:
+        """The matched noise baseline (``None`` for attacks without one)."""
+        return self.baselines[0].delta if self.baselines else None
+
+    @property
+    def noise_recon(self) -> torch.Tensor | None:
+        """The reconstruction under :attr:`noise`."""
+        return self.baselines[0].recon if self.baselines else None
+
+    @property
+    def noise_loss(self) -> torch.Tensor | None:
+        """The attack's loss under :attr:`noise`."""
+        return self.baselines[0].loss if self.baselines else None
 
     @property
     def input_delta(self) -> torch.Tensor | None:
@@ -112,12 +145,26 @@ class AttackResult:
         non-adaptive attack): ``adv_kspace`` and, for ``network_input`` threats, ``input_delta``."""
         return call_model(model, self.adv_kspace, mask, coil_maps, self.input_delta)
 
-    def replay_noise(self, model: Reconstructor, masked_kspace: torch.Tensor, mask: torch.Tensor, *,
-                     coil_maps: torch.Tensor | None = None) -> torch.Tensor | None:
-        """``model`` under the same-norm noise baseline (``None`` for attacks without one)."""
-        if self.noise is None or self.threat is None:
-            return None
-        return reconstruct_under(model, self.threat, masked_kspace, mask, self.noise, coil_maps)
+    def replay_baselines(self, model: Reconstructor, masked_kspace: torch.Tensor, mask: torch.Tensor, *,
+                         coil_maps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``model`` under each noise baseline, by condition (empty for attacks without one)."""
+        if self.threat is None:
+            return {}
+        return {b.condition: reconstruct_under(model, self.threat, masked_kspace, mask, b.delta, coil_maps)
+                for b in self.baselines}
+
+    def input_change(self, delta: torch.Tensor, mask: torch.Tensor,
+                     coil_maps: torch.Tensor | None = None) -> torch.Tensor:
+        """Per slice, the l2 norm of what ``delta`` (the attack's or a baseline's) changes in the
+        network's input image (the zero-filled image, or the network input itself for
+        ``network_input`` threats): the denominator of a noise gain.
+
+        Shapes:
+            delta: like :attr:`delta` -> ``(B,)``
+        """
+        if self.threat is None:
+            raise ConfigError("only perturbation attacks change the input by a perturbation")
+        return self.threat.input_change(delta, mask, coil_maps).flatten(1).norm(dim=1)
 
 
 @dataclass(frozen=True)

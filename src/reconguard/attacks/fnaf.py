@@ -8,13 +8,26 @@ feature's position. Candidates whose measured part barely changes the zero-fille
 rejected (information preservation): missing what the scanner did not record is not the network's
 fault.
 
-**What counts as a hit** (``criterion``; docs/attacks.md has the full story). Both rules score the
+**What counts as a hit** (``criterion``; docs/attacks.md has the full story). Every rule scores the
 reconstruction inside the feature's region ``T`` (the feature dilated by ``dilation`` pixels):
 
-- ``"missing"`` (reconguard's default): ``feature_loss``, the MSE inside ``T`` between what the
-  feature added to the reconstruction (``|recon_with| - |recon_without|``) and the feature itself,
-  on magnitudes divided by ``max_value``: 0 for a model that reconstructs the feature, whatever
-  its baseline error.
+- ``"linear"`` (reconguard's default): ``linear_loss``, the share of the feature that a linear
+  reconstruction of the same measurements shows and the network loses. With ``d_net =
+  |recon_with| - |recon_without|`` (what the feature added to the reconstruction), ``d_lin`` the
+  same for zero-filling and ``f`` the feature, ``E(d) = sum_T (d - f)^2``::
+
+      linear_loss = (E(d_net) - E(d_lin)) / (E(0) - E(d_lin))
+
+  0: the network shows the feature as well as zero-filling does; 1: it erases it (as if the
+  feature were absent); below 0: it shows it better. A hit is ``linear_loss > gamma`` (default
+  0.5: the network loses more than half of what the data carry of the feature). Zero-filling
+  scores exactly 0, so under-sampling blur alone is never a hit, and the score is a ratio of sums
+  over ``T``, so it does not depend on the image size. A candidate zero-filling does not show at
+  all (``E(d_lin) >= E(0)``) carries no usable information and is rejected, like one that fails
+  the paper's information check below.
+- ``"missing"``: ``feature_loss``, the MSE inside ``T`` between ``d_net`` and ``f``, on magnitudes
+  divided by ``max_value``: 0 for a model that reconstructs the feature, whatever its baseline
+  error, but not 0 for zero-filling (its blur of the feature counts).
 - ``"paper"`` (Cheng et al.): ``paper_loss``, the raw squared error in ``T`` on magnitudes divided
   by the standard deviation of the zero-filled input (fastMRI's mean/std normalisation; the mean
   cancels), ``MSE(T(x), T(y))`` with ``T`` a mask, averaged by default over the paper's 320x320
@@ -54,8 +67,10 @@ from reconguard.models.base import Reconstructor
 from reconguard.models.zero_filled import zero_filled
 from reconguard.physics.operators import center_crop, validate_kspace
 
-Criterion = Literal["missing", "paper"]
-CRITERIA = ("missing", "paper")
+Criterion = Literal["linear", "missing", "paper"]
+CRITERIA = ("linear", "missing", "paper")
+#: The hit threshold ``gamma`` of each criterion when none is given (``paper``: the paper's 1e-3).
+GAMMAS = {"linear": 0.5, "missing": 1e-3, "paper": 1e-3}
 PAPER_PIXELS = 320 * 320  # the paper's 320x320 images: its MSE(T(x), T(y)) averages over these
 
 
@@ -71,7 +86,9 @@ class _Scores:
     loss: torch.Tensor
     feature_loss: torch.Tensor
     paper_loss: torch.Tensor
+    linear_loss: torch.Tensor
     information: torch.Tensor
+    usable: torch.Tensor  # passed the information check of the criterion
     region_loss: torch.Tensor
     adv_kspace: torch.Tensor
     recon: torch.Tensor
@@ -88,6 +105,7 @@ class _Run:
     scene: Scene
     clean: torch.Tensor  # (B, 1, H, W) complex reconstruction of the input without a feature
     clean_std: torch.Tensor  # (B,) standard deviation of the clean zero-filled magnitude
+    linear: torch.Tensor  # (B, 1, H, W) |zero-filled image| of the input without a feature
     evaluations: int = 1
     candidates: int = 0
     rejected: torch.Tensor | int = 0
@@ -108,12 +126,16 @@ class FNAFResult(AttackResult):
         intensity, position: Absolute feature amplitude; bounding-box corner ``(row, col)``.
         loss: What the search maximised (``alpha`` whole-image MSE + ``beta`` region term, in the
             ``criterion``'s normalisation; see :class:`FNAF`).
+        score: The ``criterion``'s score (one of the three below).
+        gamma: The hit threshold on :attr:`score` (per slice, for the records).
+        linear_loss: The share of the feature zero-filling shows and the network loses (module
+            docstring).
         feature_loss: The missing-feature MSE inside ``T`` (``/ max_value^2``; module docstring).
         paper_loss: The paper's score: squared error in ``T`` in units of the input's variance,
             summed and divided by ``paper_pixels``.
         information: MSE inside ``T`` of the feature's zero-filled image (its measured part).
         accepted: Passed the information check (False only when every candidate failed).
-        hit: ``accepted`` and the ``criterion``'s score above ``gamma``: a false negative.
+        hit: ``accepted`` and :attr:`score` above ``gamma``: a false negative.
         region_loss: The raw MSE inside ``T`` (reconstruction vs target, ``/ max_value^2``).
         control_region_loss, control_paper_loss: ``region_loss`` and ``paper_loss`` of the clean
             reconstruction vs the clean target in the same ``T`` (what the model misses anyway).
@@ -126,14 +148,18 @@ class FNAFResult(AttackResult):
 
     MEASURED_AS: ClassVar[str] = "fnaf"
     #: The per-slice fields :meth:`measures` returns.
-    MEASURES: ClassVar[tuple[str, ...]] = ("hit", "accepted", "feature_loss", "paper_loss", "region_loss",
-                                           "control_region_loss", "control_paper_loss", "information", "rejected")
+    MEASURES: ClassVar[tuple[str, ...]] = ("hit", "accepted", "score", "gamma", "linear_loss", "feature_loss",
+                                           "paper_loss", "region_loss", "control_region_loss", "control_paper_loss",
+                                           "information", "rejected")
 
     target: torch.Tensor
     feature_mask: torch.Tensor
     loss_mask: torch.Tensor
     intensity: torch.Tensor
     position: torch.Tensor
+    score: torch.Tensor
+    gamma: torch.Tensor
+    linear_loss: torch.Tensor
     feature_loss: torch.Tensor
     paper_loss: torch.Tensor
     information: torch.Tensor
@@ -168,14 +194,17 @@ class FNAF(Attack):
             shifted by ``+-step/2`` along each axis (one batch), then the feature moves ``step``
             pixels along the sign of each partial derivative; the best feature seen is kept.
         iterations: Finite-difference iterations (the paper: 2).
-        criterion: The hit score (module docstring) and the search loss: ``"missing"``,
-            ``alpha MSE + beta feature_loss`` on ``magnitude / max_value``; ``"paper"``,
-            ``alpha MSE(x, y) + beta MSE(T(x), T(y))`` on mean/std-normalised magnitudes.
+        criterion: The hit score (module docstring) and the search loss: ``"linear"``,
+            ``alpha MSE + beta linear_loss``; ``"missing"``, ``alpha MSE + beta feature_loss``
+            (``MSE`` on ``magnitude / max_value``); ``"paper"``, ``alpha MSE(x, y) + beta
+            MSE(T(x), T(y))`` on mean/std-normalised magnitudes.
         alpha, beta: Weights of the whole-image and the feature-region term.
         paper_pixels: Pixels the paper's score averages over (``None``: the image's own).
-        gamma: A feature is a hit when the criterion's score exceeds this (the paper: 1e-3).
+        gamma: A feature is a hit when the criterion's score exceeds this; ``None``: the
+            criterion's default (:data:`GAMMAS`: 0.5 for ``linear``, the paper's 1e-3 otherwise).
         info_threshold: Candidates whose measured part changes the zero-filled image by less than
-            this (MSE inside ``T``, ``/ max_value^2``) are rejected (the paper: 1e-4).
+            this (MSE inside ``T``, ``/ max_value^2``) are rejected (the paper: 1e-4); ``linear``
+            also rejects candidates zero-filling does not show (module docstring).
         dilation: Pixels by which the feature is dilated (square) into ``T``.
         insertion: ``"complex"`` (``x' = x + f exp(i angle x)``: the clean input distribution,
             as FNAF-robust training) or ``"magnitude"`` (the paper's ``|x| + f``, which also drops
@@ -199,11 +228,11 @@ class FNAF(Attack):
         search: Literal["random", "finite_difference"] = "random",
         step: int = 10,
         iterations: int = 2,
-        criterion: Criterion = "missing",
+        criterion: Criterion = "linear",
         paper_pixels: int | None = PAPER_PIXELS,
         alpha: float = 1.0,
         beta: float = 1.0,
-        gamma: float = 1e-3,
+        gamma: float | None = None,
         info_threshold: float = 1e-4,
         dilation: int = 5,
         insertion: Literal["complex", "magnitude"] = "complex",
@@ -221,7 +250,8 @@ class FNAF(Attack):
             "step/iterations": step >= 1 and iterations >= 0,
             "criterion/paper_pixels": criterion in CRITERIA and (paper_pixels is None or paper_pixels >= 1),
             "alpha/beta": min(alpha, beta) >= 0 and max(alpha, beta) > 0,
-            "gamma/info_threshold/dilation": min(gamma, info_threshold, dilation) >= 0,
+            "gamma/info_threshold/dilation": min(GAMMAS.get(criterion, 0.0) if gamma is None else gamma,
+                                                 info_threshold, dilation) >= 0,
             "insertion": insertion in ("complex", "magnitude"),
             "max_batch": max_batch is None or (isinstance(max_batch, int) and max_batch >= 1),
         }
@@ -231,7 +261,8 @@ class FNAF(Attack):
         self.size, self.region, self.intensity_range = int(size), region, tuple(intensity_range)
         self.num_candidates, self.search, self.step, self.iterations = num_candidates, search, step, iterations
         self.criterion, self.paper_pixels = criterion, paper_pixels
-        self.alpha, self.beta, self.gamma = alpha, beta, gamma
+        self.alpha, self.beta = alpha, beta
+        self.gamma = GAMMAS[criterion] if gamma is None else gamma
         self.info_threshold, self.dilation, self.insertion = info_threshold, dilation, insertion
         self.max_batch, self.seed = max_batch, seed
 
@@ -255,7 +286,8 @@ class FNAF(Attack):
             scene = Scene.build(kspace, mask, coil_maps, max_value, self.insertion)
             measured = scene.kspace * scene.mask
             clean = model(measured, scene.mask, coil_maps=scene.coil_maps)
-            run = _Run(model, scene, clean, input_std(measured, scene.coil_maps))
+            linear = zero_filled(measured, scene.coil_maps).abs()
+            run = _Run(model, scene, clean, input_std(measured, scene.coil_maps), linear)
             features = make_features(
                 kspace.shape[0], tuple(kspace.shape[-2:]), num=self.num_candidates, size=self.size,
                 region=self.region, intensity_range=self.intensity_range, generator=generator,
@@ -275,17 +307,21 @@ class FNAF(Attack):
         recon = self._reconstruct(run.model, adv, measured, maps)
         clean, base = scene.repeat(run.clean.abs(), num), scene.repeat(scene.magnitude, num)
         region = dilate(masks, self.dilation)
+        feature = target - base
+        shown = zero_filled(adv, maps).abs() - scene.repeat(run.linear, num)  # what zero-filling shows of it
+        linear_loss, usable = _linear_loss(recon.abs() - clean, shown, feature, region)
         loss, feature_loss, paper_loss, region_loss = self._losses(
-            recon.abs() - target, region, scale, input_std(adv, maps), base - clean
+            recon.abs() - target, region, scale, input_std(adv, maps), base - clean, linear_loss
         )
         # By linearity, zero-filled(with) - zero-filled(without) is the feature's own zero-filled image.
         information = region_mean(zero_filled(feature_kspace * measured, maps), region) / scale.square()
+        usable = (information >= self.info_threshold) & (usable | (self.criterion != "linear"))
         per_slice = lambda t: t.reshape(batch, num, *t.shape[1:])  # noqa: E731
-        scores = _Scores(*map(per_slice, (loss, feature_loss, paper_loss, information, region_loss, adv,
-                                          recon, target, masks, region)))
+        scores = _Scores(*map(per_slice, (loss, feature_loss, paper_loss, linear_loss, information, usable,
+                                          region_loss, adv, recon, target, masks, region)))
         run.evaluations += 1
         run.candidates += num
-        run.rejected = run.rejected + (scores.information < self.info_threshold).sum(dim=1)
+        run.rejected = run.rejected + (~scores.usable).sum(dim=1)
         return scores
 
     def _reconstruct(self, model: Reconstructor, kspace: torch.Tensor, mask: torch.Tensor,
@@ -297,7 +333,7 @@ class FNAF(Attack):
         parts = [model(kspace[i:i + size], chunk(mask, i), coil_maps=chunk(maps, i)) for i in range(0, total, size)]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-    def _losses(self, error, region, scale, std, offset) -> tuple[torch.Tensor, ...]:
+    def _losses(self, error, region, scale, std, offset, linear_loss) -> tuple[torch.Tensor, ...]:
         """Search loss, missing-feature MSE, paper score and raw region MSE of magnitude errors.
 
         ``error`` is ``|recon| - target`` and ``offset`` is ``base - |clean recon|`` (target and
@@ -308,10 +344,11 @@ class FNAF(Attack):
         by_max, by_std = error / col(scale), error / col(std)
         feature_loss = region_mean((error + offset) / col(scale), region)
         paper_energy = region_energy(by_std, region)
-        if self.criterion == "missing":
-            whole, term = by_max.square().flatten(1).mean(dim=1), feature_loss
-        else:
+        if self.criterion == "paper":
             whole, term = by_std.square().flatten(1).mean(dim=1), paper_energy / error[0].numel()
+        else:
+            whole = by_max.square().flatten(1).mean(dim=1)
+            term = feature_loss if self.criterion == "missing" else linear_loss
         loss = self.alpha * whole + self.beta * term
         return loss, feature_loss, paper_energy / self._pixels(error), region_mean(by_max, region)
 
@@ -320,7 +357,7 @@ class FNAF(Attack):
 
     def _best(self, features: Features, scores: _Scores) -> tuple[Features, _Scores]:
         """Per slice, the highest-loss accepted candidate (the highest-loss one if none is)."""
-        accepted = scores.information >= self.info_threshold
+        accepted = scores.usable
         best_accepted = torch.where(accepted, scores.loss, -math.inf).argmax(dim=1)
         index = torch.where(accepted.any(dim=1), best_accepted, scores.loss.argmax(dim=1))
         return select_candidates(features, index), select_candidates(scores, index)
@@ -347,17 +384,35 @@ class FNAF(Attack):
         """The chosen candidates (``(B, 1, ...)``); the controls are the clean reconstruction in the same ``T``."""
         adv, recon, target, masks, region = (t[:, 0] for t in (scores.adv_kspace, scores.recon, scores.target,
                                                                scores.feature_mask, scores.loss_mask))
-        accepted = scores.information[:, 0] >= self.info_threshold
+        accepted = scores.usable[:, 0]
         error = run.clean.abs() - run.scene.magnitude
         control = region_mean(error / run.scene.scale.reshape(-1, 1, 1, 1), region)
         control_paper = region_energy(error / run.clean_std.reshape(-1, 1, 1, 1), region) / self._pixels(error)
-        score = scores.feature_loss if self.criterion == "missing" else scores.paper_loss
+        score = {"linear": scores.linear_loss, "missing": scores.feature_loss, "paper": scores.paper_loss}
+        score = score[self.criterion][:, 0]
         return FNAFResult(
             adv_kspace=adv, recon=recon, clean_recon=run.clean, target=target, feature_mask=masks, loss_mask=region,
-            intensity=best.intensity[:, 0] * run.scene.scale, position=best.position[:, 0],
-            loss=scores.loss[:, 0], feature_loss=scores.feature_loss[:, 0], paper_loss=scores.paper_loss[:, 0],
-            information=scores.information[:, 0], accepted=accepted, hit=accepted & (score[:, 0] > self.gamma),
+            intensity=best.intensity[:, 0] * run.scene.scale, position=best.position[:, 0], score=score,
+            gamma=torch.full_like(score, self.gamma),
+            loss=scores.loss[:, 0], linear_loss=scores.linear_loss[:, 0], feature_loss=scores.feature_loss[:, 0],
+            paper_loss=scores.paper_loss[:, 0], information=scores.information[:, 0], accepted=accepted,
+            hit=accepted & (score > self.gamma),
             region_loss=scores.region_loss[:, 0], control_region_loss=control, control_paper_loss=control_paper,
             rejected=run.rejected, candidates=run.candidates, evaluations=run.evaluations,
             seconds=time.perf_counter() - start,
         )
+
+
+def _linear_loss(shown_net: torch.Tensor, shown_linear: torch.Tensor, feature: torch.Tensor,
+                 region: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``linear`` score of the module docstring, and whether zero-filling shows the feature at
+    all (``E(d_lin) < E(0)``; elsewhere the score is set to 0).
+
+    Shapes:
+        shown_net, shown_linear, feature: ``(N, 1, H, W)`` magnitude changes; region bool -> ``(N,)`` each
+    """
+    zero = torch.zeros_like(feature)
+    net, lin, absent = (region_energy(d - feature, region) for d in (shown_net, shown_linear, zero))
+    carried = absent - lin
+    usable = carried > 1e-6 * absent
+    return torch.where(usable, (net - lin) / torch.where(usable, carried, torch.ones_like(carried)), 0.0), usable

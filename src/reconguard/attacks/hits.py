@@ -17,7 +17,8 @@ class HitRate:
         rate: Fraction of evaluated slices with a hit (``nan`` when none was evaluated).
         hits, slices: Slices with a hit; slices evaluated (some candidate passed the information check).
         excluded: Slices skipped because every candidate failed the information check.
-        mean_feature_loss, mean_paper_loss: Means of the two hit scores of the worst features.
+        mean_score: Mean of the hit score (the attack's criterion) of the worst features.
+        mean_linear_loss, mean_feature_loss, mean_paper_loss: Means of the three criteria's scores.
         mean_region_loss: Mean raw region MSE (``/ max_value^2``) with the feature.
         mean_control_region_loss, mean_control_paper_loss: The raw scores on the clean inputs.
     """
@@ -26,6 +27,8 @@ class HitRate:
     hits: int
     slices: int
     excluded: int
+    mean_score: float
+    mean_linear_loss: float
     mean_feature_loss: float
     mean_paper_loss: float
     mean_region_loss: float
@@ -36,7 +39,8 @@ class HitRate:
 class HitCounter:
     """Streams FNAF results into a :class:`HitRate` without keeping their images."""
 
-    _MEANS = ("feature_loss", "paper_loss", "region_loss", "control_region_loss", "control_paper_loss")
+    _MEANS = ("score", "linear_loss", "feature_loss", "paper_loss", "region_loss", "control_region_loss",
+              "control_paper_loss")
 
     def __init__(self) -> None:
         self.hits = self.slices = self.excluded = 0

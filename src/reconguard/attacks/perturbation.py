@@ -4,8 +4,8 @@
 ever computed; the mode and ``requires_grad`` flags are restored afterwards, even on error), builds
 an :class:`AttackContext` (budget, support, reference image, seeded generator), calls the one
 method a subclass overrides, :meth:`PerturbationAttack._run`, projects its answer once more, and
-returns an :class:`~reconguard.attacks.base.AttackResult` with the same-norm Gaussian-noise
-baseline alongside.
+returns an :class:`~reconguard.attacks.base.AttackResult` with the matched noise baseline
+(:func:`~reconguard.attacks.noise.matched_noise`) alongside.
 """
 
 from __future__ import annotations
@@ -16,9 +16,17 @@ from typing import Callable
 
 import torch
 
-from reconguard.attacks.base import Attack, AttackInputs, AttackResult, call_model, frozen, reconstruct_under
+from reconguard.attacks.base import (
+    Attack,
+    AttackInputs,
+    AttackResult,
+    Baseline,
+    call_model,
+    frozen,
+    reconstruct_under,
+)
 from reconguard.attacks.losses import AttackLoss
-from reconguard.attacks.noise import same_norm_noise
+from reconguard.attacks.noise import gaussian_noise, matched_noise
 from reconguard.attacks.threat import ThreatModel
 from reconguard.errors import ConfigError
 from reconguard.models.base import Reconstructor
@@ -108,7 +116,11 @@ class PerturbationAttack(Attack):
         eot_samples: Draws of a stochastic model averaged per loss evaluation (expectation over
             transformation, batched); ``None`` uses 8 for models with ``stochastic = True`` and 1
             otherwise.
-        seed: Seeds every random choice (random starts, noise baseline).
+        gaussian_noise: Also record the Gaussian baseline of
+            :func:`~reconguard.attacks.noise.gaussian_noise` (condition ``gaussian_noise``): for an
+            l-inf threat, Gaussian noise whose largest entry equals the attack's, far below its
+            energy. Never the verdict's baseline; for comparison with older results.
+        seed: Seeds every random choice (random starts, noise baselines).
 
     References:
         Athalye, Engstrom, Ilyas, Kwok, "Synthesizing robust adversarial examples" (EOT),
@@ -121,6 +133,7 @@ class PerturbationAttack(Attack):
         loss: AttackLoss | None = None,
         *,
         eot_samples: int | None = None,
+        gaussian_noise: bool = False,
         seed: int = 0,
     ):
         if not isinstance(threat, ThreatModel):
@@ -130,6 +143,7 @@ class PerturbationAttack(Attack):
         self.threat = threat
         self.loss = loss if loss is not None else AttackLoss()
         self.eot_samples = eot_samples
+        self.gaussian_noise = bool(gaussian_noise)
         self.seed = seed
 
     def _attack(self, model: Reconstructor, inputs: AttackInputs) -> AttackResult:
@@ -143,22 +157,24 @@ class PerturbationAttack(Attack):
             )
             delta, history = self._run(ctx)
             delta = ctx.project(delta.detach())
-            noise = same_norm_noise(self.threat, delta, ctx.support, ctx.generator)
+            noises = {"noise": matched_noise(self.threat, delta, ctx.support, ctx.generator)}
+            if self.gaussian_noise:
+                noises["gaussian_noise"] = gaussian_noise(self.threat, delta, ctx.support, ctx.generator)
             with torch.no_grad():
-                recons = [ctx.reconstruct(delta), ctx.clean_recon, ctx.reconstruct(noise)]
+                recons = [ctx.reconstruct(delta), ctx.clean_recon, *map(ctx.reconstruct, noises.values())]
                 losses = [self._final_loss(ctx, r) for r in recons]
         seconds = time.perf_counter() - start
         norm = self.threat.measure(delta)
+        baselines = tuple(Baseline(condition, noise, recon, loss)
+                          for (condition, noise), recon, loss in zip(noises.items(), recons[2:], losses[2:]))
         return AttackResult(
             threat=self.threat,
             delta=delta,
-            noise=noise,
+            baselines=baselines,
             adv_kspace=self.threat.model_input(masked_kspace, mask, delta, coil_maps)[0].detach(),
             recon=recons[0],
             clean_recon=recons[1],
-            noise_recon=recons[2],
             loss=losses[0],
-            noise_loss=losses[2],
             clean_loss=losses[1],
             norm=norm,
             budget=ctx.budget,

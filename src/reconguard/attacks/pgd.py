@@ -29,7 +29,8 @@ class PGD(PerturbationAttack):
         patience: Stop a restart early when the mean loss has not improved by ``1e-4``
             (relative) for this many steps; ``None`` runs every step.
         eot_samples: Draws of a stochastic model averaged per step (see :class:`Attack`).
-        seed: Seeds random starts and the noise baseline.
+        gaussian_noise: Also record the Gaussian baseline (see :class:`PerturbationAttack`).
+        seed: Seeds random starts and the noise baselines.
 
     References:
         Madry et al., "Towards deep learning models resistant to adversarial attacks",
@@ -48,9 +49,10 @@ class PGD(PerturbationAttack):
         restarts: int = 1,
         patience: int | None = None,
         eot_samples: int | None = None,
+        gaussian_noise: bool = False,
         seed: int = 0,
     ):
-        super().__init__(threat, loss, eot_samples=eot_samples, seed=seed)
+        super().__init__(threat, loss, eot_samples=eot_samples, gaussian_noise=gaussian_noise, seed=seed)
         if threat.norm not in ("l2", "linf"):
             raise ConfigError(f"PGD supports l2 and linf threats, got {threat.norm}; use SparseKSpace for l0")
         if steps < 1 or restarts < 1 or (patience is not None and patience < 1):
@@ -96,11 +98,11 @@ class PGD(PerturbationAttack):
         return self.step_size * budget * self.threat.ascent(grad)
 
 
-def fgsm(threat: ThreatModel, loss: AttackLoss | None = None, *, seed: int = 0) -> PGD:
+def fgsm(threat: ThreatModel, loss: AttackLoss | None = None, *, gaussian_noise: bool = False, seed: int = 0) -> PGD:
     """The fast gradient sign method: one full-budget step from the origin.
 
     References:
         Goodfellow, Shlens, Szegedy, "Explaining and harnessing adversarial examples",
         arXiv:1412.6572.
     """
-    return PGD(threat, loss, steps=1, step_size=1.0, random_start=False, seed=seed)
+    return PGD(threat, loss, steps=1, step_size=1.0, random_start=False, gaussian_noise=gaussian_noise, seed=seed)

@@ -62,10 +62,14 @@ OPTIONS: dict[str, Option] = {
                           "(8 for those, else 1)"),
     "candidates": Option(int, 11, low=1, help="fnaf: random features per slice"),
     "feature_size": Option(int, 10, low=1, help="fnaf: pixels per feature"),
-    "gamma": Option(float, 1e-3, strict=True, help="fnaf: hit threshold on the criterion's score"),
-    "criterion": Option(str, "missing", metavar="|".join(CRITERIA), choices=CRITERIA,
-                        help="fnaf: hit score, the missing feature / max (reconguard) or the raw error in the feature "
-                        "region after mean/std normalisation (Cheng et al.)"),
+    "gamma": Option(float, strict=True, help="fnaf: hit threshold on the criterion's score (default: 0.5 for linear, "
+                    "1e-3 for missing and paper)"),
+    "criterion": Option(str, "linear", metavar="|".join(CRITERIA), choices=CRITERIA,
+                        help="fnaf: hit score; linear: the share of the feature zero-filling of the same data shows "
+                        "and the model loses (reconguard); missing: the missing feature / max; paper: the raw "
+                        "error in the feature region after mean/std normalisation, per 320x320 pixels (Cheng et al.)"),
+    "gaussian_noise": Option(bool, False, help="perturbation attacks: also record Gaussian noise whose largest entry "
+                             "equals the attack's (the old l-inf baseline) as condition gaussian_noise"),
     "seed": Option(int, 0, help="seed of random starts, features and the noise baseline"),
 }
 
@@ -108,6 +112,7 @@ def _pgd(args, threat, loss, *, steps=10, step_size=None):
         step_size=_given(args.step_size, step_size),
         restarts=_given(args.restarts, 1),
         eot_samples=args.eot_samples,
+        gaussian_noise=args.gaussian_noise,
         seed=args.seed,
     )
 
@@ -120,11 +125,12 @@ def _given(value: Any, default: Any) -> Any:
 def _fgsm(args, threat, loss):
     if loss.reference == "clean":  # delta = 0 minimises the distance to the clean recon: zero gradient
         raise ConfigError("FGSM starts at delta = 0, where the --unsupervised loss has zero gradient; use PGD")
-    return fgsm(threat, loss, seed=args.seed)
+    return fgsm(threat, loss, gaussian_noise=args.gaussian_noise, seed=args.seed)
 
 
 def _sparse(args, threat, loss):
-    return SparseKSpace(threat, loss, steps=_given(args.steps, 10), eot_samples=args.eot_samples, seed=args.seed)
+    return SparseKSpace(threat, loss, steps=_given(args.steps, 10), eot_samples=args.eot_samples,
+                        gaussian_noise=args.gaussian_noise, seed=args.seed)
 
 
 def _fnaf(args, threat, loss, *, search="random"):
@@ -173,7 +179,8 @@ ATTACKS: dict[str, AttackPreset] = {
     "fnaf": AttackPreset(
         "feature", _fnaf,
         about="false-negative features: 10-pixel features in the central region, random search over "
-        "--candidates per slice; hit when the missing part exceeds --gamma (Cheng et al., MIDL 2020)",
+        "--candidates per slice; hit when the model loses more than --gamma of what zero-filling of the same "
+        "data shows of the feature (--criterion; Cheng et al., MIDL 2020)",
     ),
     "fnaf-fd": AttackPreset(
         "feature", lambda args, threat, loss: _fnaf(args, threat, loss, search="finite_difference"),
@@ -197,8 +204,8 @@ def build_attack(name: str, **options: Any) -> Any:
     args = SimpleNamespace(**{**{k: o.default for k, o in OPTIONS.items()}, **options})
     given = {"steps": args.steps, "step_size": args.step_size, "restarts": args.restarts, "loss": args.loss,
              "unsupervised": args.unsupervised or None, "eps": args.eps, "norm": args.norm,
-             "eot_samples": args.eot_samples}
-    allowed = set(preset.options) | ({"eps", "norm"} if preset.kind == "perturbation" else set())
+             "eot_samples": args.eot_samples, "gaussian_noise": args.gaussian_noise or None}
+    allowed = set(preset.options) | ({"eps", "norm", "gaussian_noise"} if preset.kind == "perturbation" else set())
     refused = [k for k, v in given.items() if v is not None and k not in allowed]
     if refused:
         raise ConfigError(f"{name} does not take the option(s) {', '.join(refused)}")

@@ -64,6 +64,7 @@ class SparseKSpace(PerturbationAttack):
             vanishes at zero perturbation.
         eot_samples: Draws of a stochastic model averaged per step; ``None`` uses 8 for models
             with ``stochastic = True`` and 1 otherwise (as :class:`~reconguard.attacks.pgd.PGD`).
+        gaussian_noise: Also record the Gaussian baseline (see :class:`PerturbationAttack`).
         seed: Seeds the random start and the noise baseline.
 
     Shapes:
@@ -84,9 +85,10 @@ class SparseKSpace(PerturbationAttack):
         step_size: float = 2.0,
         random_start: bool | None = None,
         eot_samples: int | None = None,
+        gaussian_noise: bool = False,
         seed: int = 0,
     ):
-        super().__init__(threat, loss, eot_samples=eot_samples, seed=seed)
+        super().__init__(threat, loss, eot_samples=eot_samples, gaussian_noise=gaussian_noise, seed=seed)
         if threat.norm != "l0":
             raise ConfigError(f"SparseKSpace needs an l0 threat, got {threat.norm}; use PGD for l2/linf")
         if steps < 1:

@@ -245,6 +245,21 @@ class ThreatModel:
             return masked_kspace, delta
         return self.apply(masked_kspace, mask, delta, coil_maps), None
 
+    def input_change(self, delta: torch.Tensor, mask: torch.Tensor,
+                     coil_maps: torch.Tensor | None = None) -> torch.Tensor:
+        """How ``delta`` changes the network's input image: ``delta`` itself for ``network_input``
+        threats, else the zero-filled image of what it adds to the measurement, ``A^H M (...)``
+        (linear in ``delta``; zero-filling's output change, so its noise gain is exactly 1).
+
+        Shapes:
+            delta: :meth:`delta_shape` -> ``(B, 1, H, W)``
+        """
+        if self.support == "network_input":
+            return delta
+        if self.domain == "image":
+            delta = sens_expand(delta, coil_maps)
+        return zero_filled(delta * mask, coil_maps)
+
     def apply(
         self,
         masked_kspace: torch.Tensor,

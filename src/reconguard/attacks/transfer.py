@@ -8,8 +8,8 @@ already crafted; :mod:`reconguard.experiment` uses it for the transfer cells of 
 
 Every target sees exactly what the surrogate saw (:meth:`AttackResult.replay`: the attacked
 k-space and, for network-input threats, the input perturbation), its clean input, and the
-surrogate's same-norm Gaussian noise (one draw shared by all targets, so the rows are comparable
-and a target that *is* the surrogate gets the white-box numbers). Targets run under
+surrogate's noise baselines (one draw shared by all targets, so the rows are comparable and a
+target that *is* the surrogate gets the white-box numbers). Targets run under
 ``torch.no_grad`` in eval mode.
 
 References:
@@ -37,23 +37,33 @@ class TransferOutcome:
         source: The attack on the surrogate (its perturbation, white-box loss, timing).
         recon: Target reconstruction of the attacked measurement.
         clean_recon: Target reconstruction of the clean measurement.
-        noise_recon: Target reconstruction under the surrogate's same-norm noise (``None`` for
-            attacks without a noise baseline).
-        loss, clean_loss, noise_loss: The attack's objective on the target (reference: the ground
-            truth, or the target's own clean reconstruction for unsupervised losses), per slice
-            (``None`` for attacks whose loss depends on their search, such as FNAF).
+        loss, clean_loss: The attack's objective on the target (reference: the ground truth, or
+            the target's own clean reconstruction for unsupervised losses), per slice (``None``
+            for attacks whose loss depends on their search, such as FNAF).
+        baseline_recons, baseline_losses: The target under each of the surrogate's noise
+            baselines, by condition (empty for attacks without one).
 
     Shapes:
-        recon, clean_recon, noise_recon ``(B, 1, H, W)``; losses ``(B,)``
+        recon, clean_recon, baseline recons ``(B, 1, H, W)``; losses ``(B,)``
     """
 
     source: AttackResult
     recon: torch.Tensor
     clean_recon: torch.Tensor
-    noise_recon: torch.Tensor | None
     loss: torch.Tensor | None
     clean_loss: torch.Tensor | None
-    noise_loss: torch.Tensor | None
+    baseline_recons: dict[str, torch.Tensor]
+    baseline_losses: dict[str, torch.Tensor | None]
+
+    @property
+    def noise_recon(self) -> torch.Tensor | None:
+        """The target under the surrogate's matched noise (``None`` without a baseline)."""
+        return self.baseline_recons.get("noise")
+
+    @property
+    def noise_loss(self) -> torch.Tensor | None:
+        """The attack's loss of :attr:`noise_recon`."""
+        return self.baseline_losses.get("noise")
 
 
 def transfer(
@@ -111,8 +121,8 @@ def evaluate_transfer(
     with frozen(model), torch.no_grad():
         clean = model(masked_kspace, mask, coil_maps=coil_maps)
         recon = source.replay(model, mask, coil_maps=coil_maps)
-        noise_recon = source.replay_noise(model, masked_kspace, mask, coil_maps=coil_maps)
-        losses = [None if r is None else attack.objective(r, clean, target, max_value)
-                  for r in (recon, clean, noise_recon)]
-    return TransferOutcome(source=source, recon=recon, clean_recon=clean, noise_recon=noise_recon,
-                           loss=losses[0], clean_loss=losses[1], noise_loss=losses[2])
+        baselines = source.replay_baselines(model, masked_kspace, mask, coil_maps=coil_maps)
+        losses = {k: attack.objective(r, clean, target, max_value)
+                  for k, r in {"attacked": recon, "clean": clean, **baselines}.items()}
+    return TransferOutcome(source=source, recon=recon, clean_recon=clean, loss=losses.pop("attacked"),
+                           clean_loss=losses.pop("clean"), baseline_recons=baselines, baseline_losses=losses)

@@ -17,7 +17,7 @@ from typing import Any
 
 from reconguard.attacks import presets
 from reconguard.audit.config import AuditConfig
-from reconguard.audit.specs import AttackSpec
+from reconguard.audit.specs import AttackSpec, ModelSpec
 from reconguard.errors import ConfigError
 
 
@@ -64,7 +64,11 @@ def file_digest(path: str | Path) -> str:
 
 def model_identity(config: AuditConfig, key: str) -> dict[str, Any]:
     """What defines a model's outputs: its weights' hash, or its recipe for models the audit trains."""
-    spec = config.models[key]
+    return spec_identity(config, config.models[key])
+
+
+def spec_identity(config: AuditConfig, spec: ModelSpec) -> dict[str, Any]:
+    """:func:`model_identity` of a model spec (also a trained defense's weights)."""
     if spec.kind == "checkpoint":
         return {"weights": file_digest(spec.checkpoint + ".safetensors")}
     if spec.kind == "fastmri":
@@ -88,6 +92,8 @@ def expand(config: AuditConfig) -> list[Cell]:
     def add(model: str, defense: str, attack: str, source: str, eps: float | None, seed: int, acc: float) -> None:
         attack_spec = config.attacks[attack].as_dict()
         defense_spec = None if defense == "none" else config.defenses[defense].as_dict()
+        if defense_spec is not None and config.defenses[defense].weights is not None:
+            defense_spec["weights"] = spec_identity(config, config.defenses[defense].weights)
         spec = {**common, "model": identities[model], "source": identities[source],
                 "attack": {k: v for k, v in attack_spec.items() if k not in ("models", "eps")},
                 "defense": None if defense_spec is None else

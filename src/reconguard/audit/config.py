@@ -14,6 +14,7 @@ Example (every key shown; only ``output``, ``data`` and ``models`` are required)
                                       # budget: epochs and/or steps; max_minutes only as a cap
     defenses:                          # "none" (the undefended model) is always evaluated
       cyclic: {defense: cyclic, settings: {steps: 30}, calibrate: val, models: [unet], attacks: [pgd-kspace]}
+      robust: {weights: {checkpoint: runs/unet-fnaf/best}, models: [unet]}   # robust training of unet
     attacks:
       pgd-kspace: {eps: [0.01, 0.02, 0.05]}
       weak-image: {attack: pgd-image, eps: [0.005], steps: 5}
@@ -25,6 +26,7 @@ Example (every key shown; only ``output``, ``data`` and ``models`` are required)
     device: cpu
     panels: true                       # store images for the report's panels
     quality_gate_db: 1.0               # no verdict for a model not this much better than zero-filling
+    regime_db: 3.0                     # a test where matched random noise alone costs this much is "unstable"
 
 Errors name the line of the file: ``config.yaml:12: models.unet: unknown key 'chekpoint'``.
 Everything is checked before any work: keys, types and ranges of every field and option, and the
@@ -51,17 +53,18 @@ from reconguard.keywords import keyword_parameters
 from reconguard.models.pretrained import check_files
 from reconguard.models.registry import MODELS, unknown_model_message
 from reconguard.physics.masks import MASKS
-from reconguard.report.verdicts import GATE_MARGIN_DB
+from reconguard.report.verdicts import GATE_MARGIN_DB, REGIME_DB
 
 _TOP = {"output", "data", "sampling", "models", "defenses", "attacks", "transfer", "seeds", "batch_size", "device",
-        "panels", "quality_gate_db"}
+        "panels", "quality_gate_db", "regime_db"}
 _DATA = {"builtin", "size", "path", "split", "max_slices"}
 _SAMPLING = {"mask", "accelerations", "center_fraction"}
 _MODEL_SOURCES = ("checkpoint", "pretrained", "fastmri", "name", "train")
-_MODEL = {*_MODEL_SOURCES, "kind", "config"}
 _TRAIN = {"model", "set", "epochs", "steps", "max_minutes", "robust", "robust_set", "init", "lr", "loss",
           "batch_size"}
-_DEFENSE = {"defense", "settings", "calibrate", "models", "attacks"}
+_DEFENSE = {"defense", "settings", "calibrate", "models", "attacks", "weights"}
+#: Where the weights of a trained defense may come from (files: the audit trains only ``models:``).
+_WEIGHT_SOURCES = ("checkpoint", "pretrained", "fastmri")
 #: The attack options an ``attacks:`` entry may set (the budget is ``eps``, the seeds are ``seeds``).
 _ATTACK_OPTIONS = {k: v for k, v in OPTIONS.items() if k not in ("eps", "seed")}
 _ATTACK = {"attack", "eps", "models", *_ATTACK_OPTIONS}
@@ -85,6 +88,7 @@ class AuditConfig:
     device: str = "cpu"
     panels: bool = True
     quality_gate_db: float = GATE_MARGIN_DB
+    regime_db: float = REGIME_DB
     source: str = "<config>"
 
     def as_dict(self) -> dict[str, Any]:
@@ -94,7 +98,7 @@ class AuditConfig:
         return {"output": str(self.output), "data": self.data.as_dict(), "sampling": self.sampling.as_dict(),
                 **sections, "transfer": [t.as_dict() for t in self.transfer], "seeds": list(self.seeds),
                 "batch_size": self.batch_size, "device": self.device, "panels": self.panels,
-                "quality_gate_db": self.quality_gate_db}
+                "quality_gate_db": self.quality_gate_db, "regime_db": self.regime_db}
 
 
 def load_config(path: str | Path) -> AuditConfig:
@@ -138,6 +142,7 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
         device=check.device(raw.get("device", "cpu"), ("device",)),
         panels=check.boolean(raw.get("panels", True), ("panels",)),
         quality_gate_db=check.number(raw.get("quality_gate_db", GATE_MARGIN_DB), ("quality_gate_db",), low=0.0),
+        regime_db=check.number(raw.get("regime_db", REGIME_DB), ("regime_db",), low=0.0),
         source=source,
     )
 
@@ -193,33 +198,37 @@ class _Checker(Checker):
             path = ("models", key)
             if key == "none" or not isinstance(key, str):
                 raise self.fail(path, f"invalid model name {key!r}")
-            spec = self.mapping(spec if spec is not None else {}, path, _MODEL)
-            sources = [s for s in _MODEL_SOURCES if s in spec]
-            if len(sources) != 1:
-                raise self.fail(path, f"give exactly one of {list(_MODEL_SOURCES)}")
-            kind = sources[0]
-            entry: dict[str, Any] = {"kind": kind}
-            if kind == "checkpoint":
-                weights = self.path(spec["checkpoint"], (*path, "checkpoint"), must_exist=False)
-                stem = weights.with_suffix("") if weights.suffix in (".json", ".safetensors") else weights
-                if not stem.with_name(stem.name + ".json").exists():
-                    raise self.fail((*path, "checkpoint"), f"{stem}.json does not exist")
-                entry["checkpoint"] = str(stem)
-            elif kind == "pretrained":  # a checkpoint in the package, its files checked against the manifest
-                entry.update(kind="checkpoint", checkpoint=self.pretrained(spec["pretrained"], (*path, "pretrained")))
-            elif kind == "fastmri":
-                entry["fastmri"] = str(self.path(spec["fastmri"], (*path, "fastmri")))
-                if spec.get("kind") not in ("unet", "varnet"):
-                    raise self.fail((*path, "kind"), "fastmri models need kind: unet or varnet")
-                entry.update(model=spec["kind"], config=self.settings(spec.get("config"), (*path, "config")))
-            elif kind == "name":
-                if not isinstance(spec["name"], str) or spec["name"] not in MODELS:
-                    raise self.fail((*path, "name"), unknown_model_message(spec["name"]))
-                entry.update(model=spec["name"], config=self.settings(spec.get("config"), (*path, "config")))
-            else:
-                entry["train"] = self.train(spec["train"], (*path, "train"), MODELS, value)
-            out[key] = ModelSpec(**entry)
+            out[key] = self.model(spec, path, _MODEL_SOURCES, value)
         return out
+
+    def model(self, value: Any, path: tuple, sources: tuple[str, ...], models: dict) -> ModelSpec:
+        """One model spec: exactly one of ``sources`` (``pretrained`` becomes a checkpoint)."""
+        spec = self.mapping(value if value is not None else {}, path, {*sources, "kind", "config"})
+        given = [s for s in sources if s in spec]
+        if len(given) != 1:
+            raise self.fail(path, f"give exactly one of {list(sources)}")
+        kind = given[0]
+        entry: dict[str, Any] = {"kind": kind}
+        if kind == "checkpoint":
+            weights = self.path(spec["checkpoint"], (*path, "checkpoint"), must_exist=False)
+            stem = weights.with_suffix("") if weights.suffix in (".json", ".safetensors") else weights
+            if not stem.with_name(stem.name + ".json").exists():
+                raise self.fail((*path, "checkpoint"), f"{stem}.json does not exist")
+            entry["checkpoint"] = str(stem)
+        elif kind == "pretrained":  # a checkpoint in the package, its files checked against the manifest
+            entry.update(kind="checkpoint", checkpoint=self.pretrained(spec["pretrained"], (*path, "pretrained")))
+        elif kind == "fastmri":
+            entry["fastmri"] = str(self.path(spec["fastmri"], (*path, "fastmri")))
+            if spec.get("kind") not in ("unet", "varnet"):
+                raise self.fail((*path, "kind"), "fastmri models need kind: unet or varnet")
+            entry.update(model=spec["kind"], config=self.settings(spec.get("config"), (*path, "config")))
+        elif kind == "name":
+            if not isinstance(spec["name"], str) or spec["name"] not in MODELS:
+                raise self.fail((*path, "name"), unknown_model_message(spec["name"]))
+            entry.update(model=spec["name"], config=self.settings(spec.get("config"), (*path, "config")))
+        else:
+            entry["train"] = self.train(spec["train"], (*path, "train"), MODELS, models)
+        return ModelSpec(**entry)
 
     def pretrained(self, value: Any, path: tuple) -> str:
         """The checkpoint stem of a shipped reference model, after checking its files' SHA-256."""
@@ -260,9 +269,18 @@ class _Checker(Checker):
             if not isinstance(key, str):
                 raise self.fail(path, f"invalid defense name {key!r}")
             spec = self.mapping(spec if spec is not None else {}, path, _DEFENSE)
-            name = self.choice(spec.get("defense", key), (*path, "defense"), DEFENSES, "defense")
+            default = "trained" if "weights" in spec else key
+            name = self.choice(spec.get("defense", default), (*path, "defense"), DEFENSES, "defense")
+            weights = None
+            if (name == "trained") != ("weights" in spec):
+                raise self.fail(path, "a trained defense (defense: trained) is given by its weights: "
+                                "weights: {pretrained: NAME} or {checkpoint: PATH}; other defenses take none")
+            if name == "trained":
+                weights = self.model(spec["weights"], (*path, "weights"), _WEIGHT_SOURCES, models)
+                if spec.get("settings"):
+                    raise self.fail((*path, "settings"), "a trained defense has no settings: its weights are all")
             settings = self.settings(spec.get("settings"), (*path, "settings"))
-            accepted = keyword_parameters(DEFENSES[name])
+            accepted = {k: v for k, v in keyword_parameters(DEFENSES[name]).items() if k != "weights"}
             for option in settings:
                 if option not in accepted:
                     raise self.fail((*path, "settings", option), f"unknown option for {name}; {sorted(accepted)}")
@@ -270,7 +288,7 @@ class _Checker(Checker):
             if calibrate is not None:
                 calibrate = self.string(calibrate, (*path, "calibrate"))
             out[key] = DefenseSpec(
-                defense=name, settings=dict(settings), calibrate=calibrate,
+                defense=name, settings=dict(settings), calibrate=calibrate, weights=weights,
                 models=tuple(self.names(spec.get("models", list(models)), (*path, "models"), models)),
                 attacks=tuple(self.names(spec.get("attacks", list(attacks)), (*path, "attacks"), attacks)))
         return out

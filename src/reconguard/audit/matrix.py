@@ -45,7 +45,7 @@ def check_matrix(config: Any, fail: Fail) -> None:
                 built[key] = build(name, **model_config)
             except ConfigError as exc:
                 raise fail(("models", key), str(exc)) from None
-        defended = {(model, name): _defense(config, name, model, built[model], fail)
+        defended = {(model, name): _defense(config, name, model, built[model], architectures[model], fail)
                     for name, spec in config.defenses.items() for model in spec.models}
     for key, model in built.items():
         if config.models[key].kind == "name":
@@ -59,16 +59,8 @@ def check_matrix(config: Any, fail: Fail) -> None:
 def _architecture(config: Any, key: str, known: dict, fail: Fail) -> tuple[str, dict[str, Any]]:
     """``(registered name, hyper-parameters)`` of a model, read without loading any weights."""
     spec = config.models[key]
-    if spec.kind in ("name", "fastmri"):
-        return spec.model, spec.config
-    if spec.kind == "checkpoint":
-        path = Path(spec.checkpoint + ".json")
-        try:
-            meta = json.loads(path.read_text())
-            return str(meta["name"]), dict(meta["config"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            message = f"{path}: not a readable reconguard model config ({exc})"
-            raise fail(("models", key, "checkpoint"), message) from None
+    if spec.kind != "train":
+        return _file_architecture(spec, ("models", key), fail)
     train = spec.train
     init = train.get("init")
     if init is not None and init not in known:
@@ -78,9 +70,32 @@ def _architecture(config: Any, key: str, known: dict, fail: Fail) -> tuple[str, 
     return name, {**base, **train.get("set", {})}
 
 
-def _defense(config: Any, name: str, model_key: str, model: Any, fail: Fail) -> Any:
+def _file_architecture(spec: Any, path: tuple, fail: Fail) -> tuple[str, dict[str, Any]]:
+    """The architecture of a model given by name, a fastMRI file or a checkpoint (its JSON)."""
+    if spec.kind in ("name", "fastmri"):
+        return spec.model, spec.config
+    where = Path(spec.checkpoint + ".json")
+    try:
+        meta = json.loads(where.read_text())
+        return str(meta["name"]), dict(meta["config"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise fail((*path, "checkpoint"), f"{where}: not a readable reconguard model config ({exc})") from None
+
+
+def _defense(config: Any, name: str, model_key: str, model: Any, architecture: tuple[str, dict[str, Any]],
+             fail: Fail) -> Any:
     spec = config.defenses[name]
     path = ("defenses", name)
+    if spec.weights is not None:
+        kind, settings = _file_architecture(spec.weights, (*path, "weights"), fail)
+        if kind != architecture[0]:
+            raise fail((*path, "weights"), f"cannot protect {model_key}: the weights are a {kind}, {model_key} is a "
+                       f"{architecture[0]} (a trained defense is the same architecture, robustly trained)")
+        try:
+            weights = build(kind, **settings)
+        except ConfigError as exc:
+            raise fail((*path, "weights"), str(exc)) from None
+        return build_defense(spec.defense, model, weights=weights)
     if spec.defense == "cyclic" and config.sampling.mask not in ("random", "equispaced"):
         raise fail((*path, "defense"), f"cyclic draws its masks like the sampling mask, which must be Cartesian "
                    f"lines (random or equispaced), not {config.sampling.mask!r}")

@@ -41,11 +41,17 @@ def check_inputs(config: AuditConfig) -> None:
         splits = {config.data.split} | {d.calibrate for d in config.defenses.values() if d.calibrate}
         for split in sorted(splits):
             list_volumes(data_directory(config) / split)
-    for spec in config.models.values():
-        if spec.kind == "checkpoint":
-            load(Path(spec.checkpoint))
-        elif spec.kind == "fastmri":
-            load_fastmri(spec.fastmri, spec.model, **spec.config)
+    weights = [d.weights for d in config.defenses.values() if d.weights is not None]
+    for spec in [*config.models.values(), *weights]:
+        if spec.kind in ("checkpoint", "fastmri"):
+            load_spec(spec)
+
+
+def load_spec(spec: Any) -> Any:
+    """The model of a checkpoint or fastMRI spec, loaded on the CPU."""
+    if spec.kind == "checkpoint":
+        return load(Path(spec.checkpoint))
+    return load_fastmri(spec.fastmri, spec.model, **spec.config)
 
 
 def build_data(config: AuditConfig, *, progress: bool) -> None:

@@ -84,7 +84,11 @@ class Workspace:
         key = (model, name, acceleration)
         if key not in self._defenses:
             spec = self.config.defenses[name]
-            defense = build_defense(spec.defense, self.model(model), **spec.settings)
+            if spec.weights is not None:
+                weights = preparation.load_spec(spec.weights).to(self.device).eval()
+                defense = build_defense(spec.defense, self.model(model), weights=weights)
+            else:
+                defense = build_defense(spec.defense, self.model(model), **spec.settings)
             if spec.calibrate:
                 split, size = SliceDataset(self.data_dir / spec.calibrate), self.config.batch_size
                 defense = calibrated(defense, split, self.mask_fn(acceleration), slices=4 * size, batch_size=size,

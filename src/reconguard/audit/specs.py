@@ -80,16 +80,21 @@ class AttackSpec(_Spec):
 @dataclass(frozen=True)
 class DefenseSpec(_Spec):
     """One entry of ``defenses:``: the defense, its settings, the split its detector is calibrated
-    on (``None``: not calibrated), and the models and attacks it is evaluated with."""
+    on (``None``: not calibrated), the models and attacks it is evaluated with, and for a trained
+    defense (``defense: trained``) the robustly trained weights that replace the model."""
 
     defense: str
     settings: dict[str, Any]
     calibrate: str | None
     models: tuple[str, ...]
     attacks: tuple[str, ...]
+    weights: ModelSpec | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {**super().as_dict(), "calibrate": self.calibrate}
+        out = {**super().as_dict(), "calibrate": self.calibrate}
+        if self.weights is not None:
+            out["weights"] = self.weights.as_dict()
+        return out
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 The attacks and their defaults are the rows of :data:`reconguard.attacks.presets.ATTACKS`.
 Perturbation attacks (PGD, FGSM, sparse spikes) report the
-clean, attacked and same-norm-noise reconstructions; feature attacks (FNAF) report the clean and
+clean, attacked and matched-noise reconstructions; feature attacks (FNAF) report the clean and
 featured reconstructions and whether the feature went missing. The run is built in a staging
 directory and published in one rename (:func:`reconguard.files.atomic_directory`).
 """
@@ -44,9 +44,10 @@ Attack every slice of DATA/SPLIT (masks fixed per volume, as in evaluation) and 
                            the sampling mask; readable by any fastMRI loader)
   metrics.csv              one row per slice, columns <condition>_<metric>: PSNR/SSIM/NMSE (and
                            loss) of the clean, attacked, zero-filled (and, for perturbations,
-                           same-norm random-noise) reconstructions; attacked_norm/budget/
-                           relative_norm; artefact_* descriptors; attacked_seconds; for fnaf
-                           the fnaf_hit, fnaf_accepted and feature losses
+                           matched random-noise) reconstructions; attacked_norm/budget/
+                           relative_norm; artefact_* descriptors; attacked_gain and noise_gain
+                           (output change per input change); attacked_seconds; for fnaf the
+                           fnaf_hit, fnaf_accepted, fnaf_score and the three criteria's scores
   summary.json             means over slices (fnaf: the hit rate) and the options of the run
   panels/                  figures of the most damaged slices (largest PSNR drop; fnaf: largest
                            missing-feature MSE, the feature outlined)
@@ -108,9 +109,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _damage(row: dict[str, Any]) -> float:
-    """How badly a slice was hit: the missing-feature MSE (fnaf) or the PSNR drop (perturbations)."""
-    if "fnaf_feature_loss" in row:
-        value = row["fnaf_feature_loss"]
+    """How badly a slice was hit: the criterion's score (fnaf) or the PSNR drop (perturbations)."""
+    if "fnaf_score" in row:
+        value = row["fnaf_score"]
     else:
         clean, attacked = row.get("clean_psnr"), row.get("attacked_psnr")
         value = None if clean is None or attacked is None else clean - attacked
@@ -124,8 +125,7 @@ def _write_panels(directory: Path, rows: list[dict[str, Any]], crops: list[dict[
     directory.mkdir()
     for row, im in zip(rows, crops):
         stem = Path(row["volume"]).stem
-        damage = (f"missing-feature MSE {row['fnaf_feature_loss']:.2e}" if "fnaf_feature_loss" in row
-                  else f"PSNR drop {_damage(row):.2f} dB")
+        damage = (f"FNAF score {row['fnaf_score']:.3g}" if "fnaf_score" in row else f"PSNR drop {_damage(row):.2f} dB")
         title = f"{context['model']} | {context['attack']} {context['threat']} | {stem} slice {row['slice']} | {damage}"
         attack_panel(im["target"], im["clean"], im["attacked"], im.get("noise"), title=title,
                      path=directory / f"{stem}_{row['slice']}.png", data_range=float(im["max_value"]),
@@ -144,12 +144,12 @@ def _resolved(attack: Any, out: Path, name: str) -> dict[str, Any]:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """Markdown table of the slice means: clean vs attacked (vs same-norm noise); fnaf hit rate."""
+    """Markdown table of the slice means: clean vs attacked (vs matched noise); fnaf hit rate."""
     from reconguard.metrics import METRICS
     from reconguard.report.tables import markdown_table, show
 
     mean = summary["mean"]
-    conditions = [("clean", "clean"), ("attacked", "attacked"), ("noise", "same-norm noise")]
+    conditions = [("clean", "clean"), ("attacked", "attacked"), ("noise", "matched noise")]
     body = [(name, *(show(mean[f"{cond}_{m}"], metric.format) for m, metric in METRICS.items()))
             for cond, name in conditions if f"{cond}_psnr" in mean]
     if "hit_rate" in summary:

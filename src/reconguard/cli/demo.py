@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``reconguard demo``."""
     from reconguard.audit import Store, load_config, run_audit
     from reconguard.report.html import write_report
-    from reconguard.report.verdicts import compact_table
+    from reconguard.report.verdict_tables import compact_table
+    from reconguard.report.verdicts import Rule
 
     _check(args)
     if args.workdir is None:
@@ -96,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     run_audit(config, progress=not args.quiet)
     page = write_report(config.output, training_notes=notes or None)
     print()
-    print(compact_table(Store(config.output).records(), margin_db=config.quality_gate_db, training_notes=notes or None))
+    rule = Rule(margin_db=config.quality_gate_db, regime_db=config.regime_db)
+    print(compact_table(Store(config.output).records(), rule=rule, training_notes=notes or None))
     print(f"\ndone in {(time.monotonic() - start) / 60:.1f} min")
     print(f"report: {page}")
     return 0

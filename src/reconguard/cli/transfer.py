@@ -16,7 +16,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="craft attacks on surrogate models, evaluate them on target models",
         description=(
             "Black-box transfer: attack each --surrogate on every slice of DATA/SPLIT and evaluate "
-            "the same perturbation (and same-norm Gaussian noise) on every --target. Prints the "
+            "the same perturbation (and its matched random noise) on every --target. Prints the "
             "surrogate x target matrix of mean PSNR (clean, attacked, noise); the diagonal, where a "
             "surrogate is also a target, is the white-box result. --out writes the tidy records "
             "(one row per slice, pair, metric and condition, in the audit's vocabulary: clean, "

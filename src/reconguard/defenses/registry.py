@@ -9,17 +9,20 @@ from torch import nn
 from reconguard.defenses.base import Defense
 from reconguard.defenses.cyclic import CyclicMitigation
 from reconguard.defenses.smoothing import RandomizedSmoothing
+from reconguard.defenses.weights import TrainedWeights
 from reconguard.errors import ConfigError
 from reconguard.keywords import check_keywords
 
-DEFENSES: dict[str, type[Defense]] = {"cyclic": CyclicMitigation, "smooth": RandomizedSmoothing}
+DEFENSES: dict[str, type[Defense]] = {"cyclic": CyclicMitigation, "smooth": RandomizedSmoothing,
+                                      "trained": TrainedWeights}
 
 
 def build_defense(name: str, model: nn.Module, **config: Any) -> Defense:
     """Wrap ``model`` in the defense called ``name``.
 
     Args:
-        name: A key of :data:`DEFENSES` (``cyclic``, ``smooth``).
+        name: A key of :data:`DEFENSES` (``cyclic``, ``smooth``, ``trained``: robustly trained
+            weights given as ``weights=``).
         model: The reconstructor to protect.
         **config: The defense's keyword-only hyper-parameters.
 

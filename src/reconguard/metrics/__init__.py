@@ -24,9 +24,10 @@ from reconguard.metrics.functional import (
     volume_psnr,
     volume_ssim,
 )
-from reconguard.metrics.intervals import bootstrap_ci
+from reconguard.metrics.intervals import Interval, bootstrap_ci, interval
 
 __all__ = [
-    "METRICS", "SliceMetric", "bootstrap_ci", "classify_artefact", "describe_artefact", "foreground_psnr",
+    "METRICS", "Interval", "SliceMetric", "bootstrap_ci", "interval", "classify_artefact", "describe_artefact",
+    "foreground_psnr",
     "magnitude", "nmse", "psnr", "slice_metrics", "ssim", "ssim_loss", "volume_nmse", "volume_psnr", "volume_ssim",
 ]  # fmt: skip

@@ -65,7 +65,7 @@ def attack_panel(
     """Write a two-row PNG panel showing what an attack does to one slice.
 
     Row 1 (one grey scale, ``[0, data_range]``): target | clean recon | attacked recon |
-    (same-norm noise recon), each recon titled with its PSNR to the target. Row 2 (one error
+    (matched-noise recon), each recon titled with its PSNR to the target. Row 2 (one error
     scale, each map with a colorbar), aligned under row 1: ``|attacked - clean|`` (what the
     attack changed) | ``|clean - target|`` | ``|attacked - target|`` | (``|noise - target|``),
     each titled with the PSNR of that pair. ``feature_mask`` (e.g. an inserted FNAF feature) is
@@ -75,7 +75,7 @@ def attack_panel(
         target: Reference magnitude image.
         clean_recon: Reconstruction of the unperturbed measurement (magnitude taken if complex).
         attacked_recon: Reconstruction of the adversarial measurement.
-        noise_recon: Reconstruction under same-norm random noise, if available.
+        noise_recon: Reconstruction under the matched random noise, if available.
         title: Figure title (model, attack, slice).
         path: Destination file (``.png``); written atomically.
         feature_mask: Boolean image of an inserted feature to outline.

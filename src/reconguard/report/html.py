@@ -30,7 +30,16 @@ from reconguard.audit.store import DATABASE, Store
 from reconguard.errors import ConfigError, DataError
 from reconguard.files import atomic_directory, atomic_write
 from reconguard.report import plots
-from reconguard.report.effects import EFFECT_HEADER, EFFECT_NOTE, DefenseEffect, defense_effects, effect_table
+from reconguard.report.effects import (
+    EFFECT_HEADER,
+    EFFECT_NOTE,
+    FEATURE_EFFECT_HEADER,
+    FEATURE_EFFECT_NOTE,
+    DefenseEffect,
+    defense_effects,
+    effect_table,
+    feature_effect_table,
+)
 from reconguard.report.markdown import summary_markdown
 from reconguard.report.panels import data_uri, panels_html
 from reconguard.report.summary import (
@@ -45,19 +54,13 @@ from reconguard.report.summary import (
     slice_rows,
     summary_csv,
 )
-from reconguard.report.verdicts import (
-    GATE_MARGIN_DB,
-    VERDICT_HEADER,
-    Verdict,
-    verdict_notes,
-    verdict_rule,
-    verdict_table,
-    verdicts,
-)
+from reconguard.report.verdict_tables import VERDICT_HEADER, verdict_notes, verdict_table
+from reconguard.report.verdicts import GATE_MARGIN_DB, REGIME_DB, Rule, Verdict, verdicts
 
 REPORT_DIR = "report"
-#: Key of an audit config (recorded in the ``runs`` table) that sets the quality-gate margin in dB.
-GATE_CONFIG_KEY = "quality_gate_db"
+#: Keys of an audit config (recorded in the ``runs`` table) that set the quality-gate margin and the
+#: regime threshold in dB.
+GATE_CONFIG_KEY, REGIME_CONFIG_KEY = "quality_gate_db", "regime_db"
 _NUMBER = re.compile(r"-?[0-9.]+(e[-+]?[0-9]+)?%?|n/a")
 
 # name, caption, builder, sentence shown when the records cannot make the figure
@@ -65,13 +68,16 @@ _FIGURES: tuple[tuple[str, str, Callable[[Sequence[dict[str, Any]]], Any], str],
     (
         "robustness",
         "Mean PSNR and SSIM versus eps per attack (white-box; adaptive for defended models). Solid: "
-        "attacked; dashed: same-norm random noise; dotted: zero-filling of the clean input.",
+        "attacked; dashed: random noise matched to the attack (its l2 and l-inf size for l-inf attacks); dotted: "
+        "zero-filling of the clean input.",
         plots.robustness_curves,
         "No white-box perturbation cells with an eps: no robustness curves.",
     ),
     (
         "fnaf_hit_rate",
-        "FNAF hit rate per model and defense (hits among accepted candidates).",
+        "FNAF per model and defense: hit rate (hits among accepted candidates) with its 95 % bootstrap interval "
+        "over slices, and the score of the worst feature found on each slice (dots; boxes: quartiles) against "
+        "the hit threshold (dashed).",
         plots.fnaf_hit_rates,
         "No white-box FNAF cells: no hit-rate bars.",
     ),
@@ -100,8 +106,9 @@ th,td{border:1px solid #ddd;padding:3px 7px;text-align:left}th{background:#f4f4f
 td{white-space:nowrap}td.num{text-align:right}
 .verdict-vulnerable{background:#ffd9d6}.verdict-partly-vulnerable{background:#fff1cc}
 .verdict-robust-at-the-tested-budgets{background:#dcf5dc}.verdict-not-fully-tested{background:#eef0f4}
+.verdict-unstable-to-noise-at-the-tested-budgets{background:#ffe2bf}
 .verdict-not-a-usable-reconstructor-at-this-budget{background:#e4e4e4;color:#555}
-table.verdicts td{white-space:normal}table.verdicts td:nth-child(9){min-width:220px;font-size:11px}
+table.verdicts td{white-space:normal}table.verdicts td:nth-child(8){min-width:320px;font-size:11px}
 ul.notes{font-size:13px;color:#333}
 figure{margin:16px 0}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:12px}
 .missing{color:#8a5a00;background:#fff8e6;padding:4px 8px;border-left:3px solid #f0b400}
@@ -133,6 +140,7 @@ def write_report(
     outdir: str | os.PathLike,
     *,
     margin_db: float | None = None,
+    regime_db: float | None = None,
     training_notes: Mapping[str, str] | None = None,
 ) -> Path:
     """Write the report of the audit in ``outdir`` (see the module docstring for the files).
@@ -142,6 +150,9 @@ def write_report(
         margin_db: Quality-gate margin over zero-filling in dB; ``None``: the last run's config
             value :data:`GATE_CONFIG_KEY` if it has one, else
             :data:`~reconguard.report.verdicts.GATE_MARGIN_DB`.
+        regime_db: Matched-noise PSNR drop from which a test is unstable, in dB; ``None``: the last
+            run's config value :data:`REGIME_CONFIG_KEY` if it has one, else
+            :data:`~reconguard.report.verdicts.REGIME_DB`.
         training_notes: Per model, a sentence about its training shown with its verdicts (see
             :func:`reconguard.report.verdicts.verdicts`).
 
@@ -150,7 +161,7 @@ def write_report(
 
     Raises:
         DataError: No results database in ``outdir``, it is not one, or it holds no records.
-        ConfigError: A negative or non-finite ``margin_db``.
+        ConfigError: A negative or non-finite ``margin_db`` or ``regime_db``.
     """
     outdir = Path(outdir)
     database = outdir / DATABASE
@@ -161,11 +172,13 @@ def write_report(
     if not rows:
         raise DataError(f"{database}: no records yet (has the audit finished a unit?)")
     runs = store.runs()
-    margin_db = gate_margin(runs) if margin_db is None else margin_db
-    if not (isinstance(margin_db, (int, float)) and math.isfinite(margin_db) and margin_db >= 0):
-        raise ConfigError(f"quality-gate margin must be a finite number of dB >= 0, got {margin_db!r}")
+    rule = Rule(margin_db=_setting(runs, GATE_CONFIG_KEY, GATE_MARGIN_DB) if margin_db is None else margin_db,
+                regime_db=_setting(runs, REGIME_CONFIG_KEY, REGIME_DB) if regime_db is None else regime_db)
+    for label, value in (("quality-gate margin", rule.margin_db), ("regime threshold", rule.regime_db)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{label} must be a finite number of dB >= 0, got {value!r}")
     cells = cell_means(rows)
-    items = verdicts(rows, margin_db=margin_db, training_notes=training_notes)
+    items = verdicts(rows, rule=rule, training_notes=training_notes)
     effects = defense_effects(rows)
     title = f"reconguard audit report: {outdir.resolve().name}"
     with atomic_directory(outdir / REPORT_DIR) as staging:
@@ -174,17 +187,17 @@ def write_report(
         figures = _figures(rows, figures_dir)
         panels = panels_html(store, rows, cells, figures_dir)
         atomic_write(staging / "summary.csv", summary_csv(cells))
-        markdown = summary_markdown(items, effects, cells, title=title, margin_db=margin_db)
+        markdown = summary_markdown(items, effects, cells, title=title, rule=rule)
         atomic_write(staging / "summary.md", markdown)
-        page = _page(title, runs, (items, effects, margin_db), cells, figures, panels)
+        page = _page(title, runs, (items, effects, rule), cells, figures, panels)
         atomic_write(staging / "index.html", page)
     return outdir / REPORT_DIR / "index.html"
 
 
-def gate_margin(runs: Sequence[dict[str, Any]]) -> float:
-    """The quality-gate margin of the last run's config (:data:`GATE_CONFIG_KEY`), else the default."""
-    value = runs[-1]["config"].get(GATE_CONFIG_KEY) if runs and isinstance(runs[-1]["config"], dict) else None
-    return GATE_MARGIN_DB if value is None else value
+def _setting(runs: Sequence[dict[str, Any]], key: str, default: float) -> float:
+    """The value of ``key`` in the last run's config, else ``default``."""
+    value = runs[-1]["config"].get(key) if runs and isinstance(runs[-1]["config"], dict) else None
+    return default if value is None else value
 
 
 def _figures(rows: list[dict[str, Any]], directory: Path) -> list[tuple[str, str | None]]:
@@ -246,13 +259,13 @@ def _runs_html(runs: list[dict[str, Any]]) -> str:
 
 
 def _verdict_class(cells: Sequence[str]) -> str:
-    return "verdict-" + cells[-1].split(" (")[0].replace(" ", "-")
+    return "verdict-" + cells[VERDICT_HEADER.index("verdict")].replace(" ", "-")
 
 
 def _page(
     title: str,
     runs: list[dict[str, Any]],
-    judged: tuple[list[Verdict], list[DefenseEffect], float],
+    judged: tuple[list[Verdict], list[DefenseEffect], Rule],
     cells: list[dict[str, Any]],
     figures: list[tuple[str, str | None]],
     panels: list[str],
@@ -294,16 +307,19 @@ def _page(
     )
 
 
-def _verdicts_html(items: list[Verdict], effects: list[DefenseEffect], margin_db: float) -> list[str]:
+def _verdicts_html(items: list[Verdict], effects: list[DefenseEffect], rule: Rule) -> list[str]:
     """The verdicts (rule, table, notes) and the defense effects."""
-    parts = ["<h2>Verdicts</h2>", f'<p class="rule">{verdict_rule(margin_db)}</p>',
+    parts = ["<h2>Verdicts</h2>", f'<p class="rule">{rule.text()}</p>',
              _table(VERDICT_HEADER, verdict_table(items), _verdict_class, css_class="verdicts")]
     notes = verdict_notes(items)
     if notes:
         parts.append('<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
     parts.append("<h2>Defense effects</h2>")
-    if effects:
-        parts += [f'<p class="rule">{EFFECT_NOTE}</p>', _table(EFFECT_HEADER, effect_table(effects))]
-    else:
+    perturbation, features = effect_table(effects), feature_effect_table(effects)
+    if perturbation:
+        parts += [f'<p class="rule">{EFFECT_NOTE}</p>', _table(EFFECT_HEADER, perturbation)]
+    if features:
+        parts += [f'<p class="rule">{FEATURE_EFFECT_NOTE}</p>', _table(FEATURE_EFFECT_HEADER, features)]
+    if not effects:
         parts.append('<p class="missing">No defended cell with an undefended counterpart: no defense effects.</p>')
     return parts

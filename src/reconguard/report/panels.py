@@ -50,7 +50,7 @@ def _drop_score(row: dict[str, Any]) -> float:
 
 
 def _fnaf_score(row: dict[str, Any]) -> tuple[float, float]:
-    loss = row.get("fnaf_feature_loss")
+    loss = row.get("fnaf_score")
     return (float(row.get("fnaf_accepted") or 0.0), -np.inf if loss is None else float(loss))
 
 
@@ -126,7 +126,7 @@ def _panel_numbers(row: dict[str, Any]) -> str:
         )
     hit = "hit" if (row.get("fnaf_hit") or 0) >= 0.5 else "miss"
     accepted = "accepted" if (row.get("fnaf_accepted") or 0) >= 0.5 else "rejected"
-    return f"FNAF feature loss {show(row.get('fnaf_feature_loss'), '{:.3g}')}: {hit}, candidate {accepted}"
+    return f"FNAF score {show(row.get('fnaf_score'), '{:.3g}')}: {hit}, candidate {accepted}"
 
 
 def _panel_html(index: int, row: dict[str, Any], views: list[tuple[str, str, str]]) -> str:
@@ -140,7 +140,7 @@ def _panel_html(index: int, row: dict[str, Any], views: list[tuple[str, str, str
         f'<img class="view" data-view="{e(k)}" src="{uri}" alt="{e(label)}"{"" if k == shown else " hidden"}>'
         for k, label, uri in views
     )
-    outline = " The inserted feature is outlined in red." if row.get("fnaf_feature_loss") is not None else ""
+    outline = " The inserted feature is outlined in red." if row.get("fnaf_score") is not None else ""
     return (
         f'<div class="panel" id="panel-{index}"><h3>{e(_panel_title(row))}</h3>'
         f'<p>{e(_panel_numbers(row))}.{outline}</p><div class="buttons">{buttons}</div>{images}</div>'

@@ -15,9 +15,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from reconguard.errors import DataError
+from reconguard.metrics import interval
 from reconguard.report.effects import defense_effects
 from reconguard.report.figures import save_figure
-from reconguard.report.summary import group, is_perturbation, is_white_box, mean, psnr_drop, sort_key
+from reconguard.report.summary import group, is_perturbation, is_white_box, mean, per_slice, psnr_drop, sort_key
 
 _FEATURE_RGBA = (255, 59, 48, 255)
 _PANEL_ORDER = ("target", "clean", "attacked", "nonadaptive", "noise")
@@ -62,7 +63,7 @@ def robustness_curves(rows: Sequence[dict[str, Any]]) -> Any:
     """Mean PSNR and SSIM versus eps of every white-box perturbation attack.
 
     One row of axes per attack (PSNR left, SSIM right), one colour and marker per model x defense
-    (defended models under the adaptive attack): attacked solid with filled markers, the same-norm
+    (defended models under the adaptive attack): attacked solid with filled markers, the matched
     noise baseline dashed with hollow markers, zero-filling of the clean input dotted grey. Every
     series has an entry in the figure's legend. An attack with one eps is drawn as points on an
     axis with that one tick.
@@ -90,7 +91,7 @@ def robustness_curves(rows: Sequence[dict[str, Any]]) -> Any:
                 ax.plot(eps, [_nan(s[f"attacked_{metric}"]) for _, s in points], "-", **style,
                         label=f"{_label(*pair)}: {attacked}")
                 ax.plot(eps, [_nan(s[f"noise_{metric}"]) for _, s in points], "--", **style, alpha=0.7,
-                        markerfacecolor="none", label=f"{_label(*pair)}: same-norm noise")
+                        markerfacecolor="none", label=f"{_label(*pair)}: matched noise")
         own = [r for r in chosen if r["attack"] == attack]
         for ax, metric in zip(row, ("psnr", "ssim")):
             zero = mean(r.get(f"zero_filled_{metric}") for r in own)
@@ -128,33 +129,47 @@ def _nan(value: float | None) -> float:
 
 
 def fnaf_hit_rates(rows: Sequence[dict[str, Any]]) -> Any:
-    """Bars of the white-box FNAF hit rate (hits among accepted candidates) per model x defense.
+    """FNAF per model x defense: the hit rate with its 95 % interval over slices (left), and the
+    distribution of the worst feature's score over slices (right: one dot per slice and seed, a box
+    of the quartiles, the hit threshold dashed), so a reader sees how far each model is from it.
 
     Raises:
         DataError: No white-box FNAF cell.
     """
-    stats = group(rows, ("model", "defense"), lambda r: is_white_box(r) and not is_perturbation(r))
-    stats = {k: s for k, s in stats.items() if s["fnaf_accepted"] is not None}
-    if not stats:
+    accepted: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        if is_white_box(r) and not is_perturbation(r) and (r.get("fnaf_accepted") or 0) >= 0.5:
+            accepted.setdefault((r["model"], r["defense"]), []).append(r)
+    if not accepted:
         raise DataError("FNAF hit rates: no white-box FNAF cells")
-    labels = [_label(*k) for k in stats]
-    colors = _colors(list(stats))
-    fig = _figure(max(4.0, 1.1 * len(stats) + 1.5), 3.6)
-    ax = fig.subplots()
-    rates = [100 * (s["fnaf_hit_rate"] or 0.0) for s in stats.values()]
-    bars = ax.bar(range(len(stats)), rates, color=[colors[k] for k in stats])
-    for bar, s in zip(bars, stats.values()):
-        hits = round((s["fnaf_hit_rate"] or 0.0) * s["fnaf_accepted"])
-        ax.annotate(
-            f"{hits}/{s['fnaf_accepted']}",
-            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-            ha="center",
-            va="bottom",
-            fontsize=8,
-        )
-    ax.set_xticks(range(len(stats)), labels, rotation=20, ha="right", fontsize=8)
-    ax.set(ylim=(0, 105), ylabel="hit rate (%)", title="FNAF hit rate (accepted candidates)")
-    ax.grid(axis="y", alpha=0.3)
+    pairs = sorted(accepted, key=sort_key)
+    colors = _colors(pairs)
+    fig = _figure(max(7.0, 1.6 * len(pairs) + 3.0), 3.8)
+    rate_ax, score_ax = fig.subplots(1, 2)
+    for i, pair in enumerate(pairs):
+        hits = per_slice(accepted[pair], lambda r: float((r.get("fnaf_hit") or 0) >= 0.5))
+        rate = interval(hits)
+        if rate is not None:
+            rate_ax.bar(i, 100 * rate.mean, color=colors[pair], yerr=[[100 * (rate.mean - rate.low)],
+                        [100 * (rate.high - rate.mean)]], capsize=4)
+            rate_ax.annotate(f"{sum(h >= 0.5 for h in hits if h is not None)}/{rate.n}", (i, 100 * rate.high),
+                             ha="center", va="bottom", fontsize=8)
+        scores = [r["fnaf_score"] for r in accepted[pair] if r.get("fnaf_score") is not None]
+        if scores:
+            score_ax.boxplot([scores], positions=[i], widths=0.5, showfliers=False)
+            jitter = np.linspace(-0.15, 0.15, len(scores)) if len(scores) > 1 else [0.0]
+            score_ax.scatter(i + np.asarray(jitter), scores, s=12, color=colors[pair], zorder=3)
+    gammas = {r.get("fnaf_gamma") for pair in pairs for r in accepted[pair]} - {None}
+    for gamma in gammas:
+        score_ax.axhline(gamma, color="tab:red", linestyle="--", linewidth=1, label=f"hit threshold {gamma:g}")
+    labels = [_label(*pair) for pair in pairs]
+    for ax in (rate_ax, score_ax):
+        ax.set_xticks(range(len(pairs)), labels, rotation=20, ha="right", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    rate_ax.set(ylim=(0, 110), ylabel="hit rate (%)", title="FNAF hit rate, 95 % interval")
+    score_ax.set(ylabel="score of the worst feature", title="FNAF score per slice")
+    if gammas:
+        score_ax.legend(fontsize=8)
     return fig
 
 
@@ -234,7 +249,7 @@ def defense_tradeoff(rows: Sequence[dict[str, Any]]) -> Any:
     """
     from matplotlib import colormaps  # optional dependency (extra 'plot'): imported on use
 
-    effects = [e for e in defense_effects(rows) if e.cost is not None]
+    effects = [e for e in defense_effects(rows) if e.cost is not None and e.eps is not None]
     if not effects:
         raise DataError("defense trade-off: no defended cell with an undefended counterpart")
     cycle = colormaps["tab10"].colors

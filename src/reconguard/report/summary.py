@@ -31,17 +31,18 @@ PRIMARY = "psnr"
 #: Error-map descriptors of perturbation cells (condition ``artefact``; see
 #: :func:`reconguard.metrics.describe_artefact`).
 ARTEFACTS = ("spectral_flatness", "neighbour_correlation", "edge_correlation")
-#: Per-group means computed by :func:`summarize` (besides ``slices``).
-MEASURES = (
+#: Per-group means over every slice row (the noise gain: output change per input change under the
+#: matched noise, see :mod:`reconguard.experiment`).
+_ROW_MEANS = (
     *(f"{c}_{m}" for c in CONDITIONS for m in METRICS),
     *(f"artefact_{d}" for d in ARTEFACTS),
     f"zero_filled_{PRIMARY}",
-    "psnr_drop",
-    "fnaf_candidates",
-    "fnaf_accepted",
-    "fnaf_hit_rate",
-    "fnaf_feature_loss",
+    "noise_gain",
 )
+#: Per-group means computed by :func:`summarize` (besides ``slices``): FNAF scores over accepted
+#: candidates (``fnaf_score``: the criterion's score, ``fnaf_feature_loss``: the missing-feature MSE).
+MEASURES = (*_ROW_MEANS, "psnr_drop", "fnaf_candidates", "fnaf_accepted", "fnaf_hit_rate", "fnaf_score",
+            "fnaf_feature_loss")
 #: Columns of ``summary.csv``: one row per cell.
 SUMMARY_COLUMNS = (*CELL_KEYS, "slices", *MEASURES)
 
@@ -71,6 +72,14 @@ def mean(values: Iterable[Any]) -> float | None:
     return sum(finite) / len(finite) if finite else None
 
 
+def per_slice(rows: Sequence[dict[str, Any]], value) -> list[float | None]:
+    """``value(row)`` averaged over the rows (seeds) of each slice, one number per slice."""
+    slices: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        slices[(r["volume"], r["slice"])].append(r)
+    return [mean(value(r) for r in group) for group in slices.values()]
+
+
 def psnr_drop(row: dict[str, Any], condition: str = "attacked") -> float | None:
     """Clean PSNR minus the PSNR of ``condition`` for one slice row (``None`` if either is missing)."""
     clean, other = row.get("clean_psnr"), row.get(f"{condition}_psnr")
@@ -82,7 +91,7 @@ def psnr_drop(row: dict[str, Any], condition: str = "attacked") -> float | None:
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Means of every measure over slice rows; FNAF rates count accepted candidates only."""
     out: dict[str, Any] = {"slices": len({(r["volume"], r["slice"]) for r in rows})}
-    for measure in MEASURES[: len(CONDITIONS) * len(METRICS) + len(ARTEFACTS) + 1]:
+    for measure in _ROW_MEANS:
         out[measure] = mean(r.get(measure) for r in rows)
     out["psnr_drop"] = mean(psnr_drop(r) for r in rows)
     candidates = [r for r in rows if r.get("fnaf_accepted") is not None]
@@ -90,6 +99,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out["fnaf_candidates"] = len(candidates) if candidates else None
     out["fnaf_accepted"] = len(accepted) if candidates else None
     out["fnaf_hit_rate"] = mean(1.0 if (r.get("fnaf_hit") or 0) >= 0.5 else 0.0 for r in accepted)
+    out["fnaf_score"] = mean(r.get("fnaf_score") for r in accepted)
     out["fnaf_feature_loss"] = mean(r.get("fnaf_feature_loss") for r in accepted)
     return out
 
@@ -134,7 +144,7 @@ TABLE_COLUMNS = (*((c, PRIMARY) for c in (*CONDITIONS, "zero_filled")),
                  *((c, m) for m in METRICS if m != PRIMARY for c in ("clean", "attacked", "noise")))
 _LABELS = {"nonadaptive": "non-adaptive", "zero_filled": "zero-filled"}
 PERTURBATION_HEADER = ("model", "defense", "attack", "source", "eps", "seed", "accel.", "slices",
-                       *(f"{m.upper()} {_LABELS.get(c, c)}" for c, m in TABLE_COLUMNS))
+                       *(f"{m.upper()} {_LABELS.get(c, c)}" for c, m in TABLE_COLUMNS), "noise gain")
 FNAF_HEADER = (
     "model",
     "defense",
@@ -145,7 +155,7 @@ FNAF_HEADER = (
     "candidates",
     "accepted",
     "hit rate",
-    "feature loss",
+    "mean score",
     "PSNR clean",
     "SSIM clean",
 )
@@ -166,6 +176,7 @@ def perturbation_table(cells: Sequence[dict[str, Any]]) -> list[list[str]]:
                 f"{c['acceleration']:g}",
                 str(c["slices"]),
                 *numbers,
+                show(c["noise_gain"], "{:.2f}"),
             ]
         )
     return rows
@@ -181,7 +192,7 @@ def fnaf_table(cells: Sequence[dict[str, Any]]) -> list[list[str]]:
             show(c["fnaf_candidates"], "{:d}"),
             show(c["fnaf_accepted"], "{:d}"),
             show(c["fnaf_hit_rate"], "{:.0%}"),
-            show(c["fnaf_feature_loss"], "{:.3g}"),
+            show(c["fnaf_score"], "{:.3g}"),
             show(c["clean_psnr"], "{:.2f}"),
             show(c["clean_ssim"], "{:.4f}"),
         ]

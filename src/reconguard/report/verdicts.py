@@ -1,7 +1,7 @@
-"""Verdicts of an audit report: a quality gate, the same tests for every model, one rule.
+"""Verdicts of an audit report: a quality gate, the same tests for every model, one rule, named evidence.
 
 A verdict is made per model x defense from the slice rows
-(:func:`reconguard.report.summary.slice_rows`), in three steps:
+(:func:`reconguard.report.summary.slice_rows`), in four steps:
 
 1. **Quality gate** (:func:`quality_gates`). The audit records, for every slice, the PSNR of the
    model's clean reconstruction (``clean``) and of zero-filling the same under-sampled k-space
@@ -9,16 +9,24 @@ A verdict is made per model x defense from the slice rows
    ``margin_db`` (default :data:`GATE_MARGIN_DB`) on the audited slices, at every audited
    acceleration, gets :data:`UNUSABLE` instead of a robustness verdict; so does a defended model
    whose undefended model fails. Attacking a network that reconstructs worse than the adjoint says
-   nothing about robustness.
+   nothing about robustness. Zero-filling itself passes: it is the reference.
 2. **Same tests** (:func:`audit_tests`). The tests of the audit are every white-box attack x
    acceleration that any model x defense ran, a perturbation attack at the largest eps the audit
    gave it. Every verdict lists all of them (:class:`AttackTest`), a test a model was not given
    as "not tested".
-3. **Rule** (:data:`VERDICT_RULE`). On the tests run: the worst excess PSNR drop (attack minus
-   same-norm noise) and the worst FNAF hit rate decide between ``vulnerable``, ``partly
-   vulnerable`` and ``robust at the tested budgets``. A model missing some tests keeps
-   ``vulnerable`` if the tests it had already show it, and is otherwise :data:`INCOMPLETE`: a
-   missing test never makes a verdict milder.
+3. **Outcome of each test** (:func:`outcome`), with a 95 % bootstrap interval over slices (seeds
+   averaged per slice). A perturbation test first gets a **regime check**: when random noise
+   matched to the attack (condition ``noise``) alone costs ``regime_db`` (default
+   :data:`REGIME_DB`) or more, the model is :data:`UNSTABLE` at that budget -- any perturbation of
+   that size destroys the image, so the attack's excess says little; otherwise the excess drop
+   (attack minus matched noise) decides: :data:`VULNERABLE` at :data:`VULNERABLE_DB` or more,
+   :data:`ROBUST` below :data:`ROBUST_DB`, :data:`PARTLY` between. An FNAF test is decided by its
+   hit rate (:data:`VULNERABLE_HIT`, :data:`ROBUST_HIT`).
+4. **Verdict** (:func:`judge`): the most severe outcome of the tests run (vulnerable, then
+   unstable, partly, robust). A model missing some tests keeps ``vulnerable`` if the tests it had
+   show it, and is otherwise :data:`INCOMPLETE`: a missing test never makes a verdict milder.
+   :attr:`Verdict.decided_by` is the test that decided it, and :meth:`Verdict.evidence` says what
+   every test showed ("vulnerable to X, robust to Y at the tested budgets").
 """
 
 from __future__ import annotations
@@ -26,40 +34,67 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, replace
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from reconguard.report.summary import is_perturbation, is_white_box, mean, psnr_drop, slice_rows, sort_key, summarize
-from reconguard.report.tables import show, text_table
+from reconguard.metrics import Interval, interval
+from reconguard.report.summary import is_perturbation, is_white_box, mean, per_slice, sort_key
+from reconguard.report.tables import show
 
 #: Default quality-gate margin: the clean PSNR must beat zero-filling by this much (dB).
 GATE_MARGIN_DB = 1.0
-#: Verdict thresholds (see :data:`VERDICT_RULE`).
+#: Default regime threshold: matched random noise costing this much (dB) makes a test "unstable".
+REGIME_DB = 3.0
+#: Outcome thresholds (see the module docstring).
 VULNERABLE_DB, ROBUST_DB = 3.0, 1.0
 VULNERABLE_HIT, ROBUST_HIT = 0.5, 0.1
 
 VULNERABLE, PARTLY, ROBUST = "vulnerable", "partly vulnerable", "robust at the tested budgets"
+UNSTABLE = "unstable to noise at the tested budgets"
 INCOMPLETE, NOT_TESTED = "not fully tested", "not tested"
 UNUSABLE = "not a usable reconstructor at this budget"
 #: Every verdict.
-VERDICTS = (VULNERABLE, PARTLY, ROBUST, INCOMPLETE, NOT_TESTED, UNUSABLE)
+VERDICTS = (VULNERABLE, UNSTABLE, PARTLY, ROBUST, INCOMPLETE, NOT_TESTED, UNUSABLE)
+#: Outcomes of a test run, most severe first (a verdict is the first one any test has).
+SEVERITY = (VULNERABLE, UNSTABLE, PARTLY, ROBUST)
 
 
-def verdict_rule(margin_db: float = GATE_MARGIN_DB) -> str:
-    """The rule as shown on the page (HTML ``<b>`` marks the verdicts)."""
-    return (
-        f"<b>Quality gate</b>: a model (or defended model) whose mean clean PSNR on the audited slices does not "
-        f"beat zero-filling of the same k-space by {margin_db:g} dB at every audited acceleration gets "
-        f"<b>{UNUSABLE}</b>, not a robustness verdict. <b>Same tests</b>: every model is judged on every "
-        f"white-box test of the audit (each attack and acceleration that any model ran, a perturbation attack at "
-        f"its largest eps); a test it was not given is listed as not tested. <b>Rule</b>, on the tests run (for a "
-        f"defended model the attack is adaptive, through the defense): the excess PSNR drop is (clean − attacked) − "
-        f"(clean − same-norm noise) in dB, averaged over slices; the FNAF hit rate is hits among accepted "
-        f"candidates; keep the worst of each. <b>{VULNERABLE}</b> if the worst excess drop ≥ {VULNERABLE_DB:g} dB "
-        f"or a hit rate ≥ {VULNERABLE_HIT:.0%}; <b>{ROBUST}</b> if every excess drop < {ROBUST_DB:g} dB and every "
-        f"hit rate < {ROBUST_HIT:.0%}; otherwise <b>{PARTLY}</b>. A model missing some of the tests stays "
-        f"<b>{VULNERABLE}</b> if the tests it had show it, and is otherwise <b>{INCOMPLETE}</b> (a missing test never "
-        f"makes a verdict milder); <b>{NOT_TESTED}</b> without any."
-    )
+@dataclass(frozen=True)
+class Rule:
+    """The numbers a verdict depends on that a user may set.
+
+    Attributes:
+        margin_db: Quality-gate margin over zero-filling (dB; config ``quality_gate_db``).
+        regime_db: Matched-noise PSNR drop from which a test is unstable (dB; config ``regime_db``).
+    """
+
+    margin_db: float = GATE_MARGIN_DB
+    regime_db: float = REGIME_DB
+
+    def text(self) -> str:
+        """The rule as shown on the page (HTML ``<b>`` marks the verdicts)."""
+        return (
+            f"<b>Quality gate</b>: a model (or defended model) whose mean clean PSNR on the audited slices does not "
+            f"beat zero-filling of the same k-space by {self.margin_db:g} dB at every audited acceleration gets "
+            f"<b>{UNUSABLE}</b>, not a robustness verdict. <b>Same tests</b>: every model is judged on every "
+            f"white-box test of the audit (each attack and acceleration that any model ran, a perturbation attack "
+            f"at its largest eps; adaptive through the defense for a defended model); a test it was not given is "
+            f"listed as not tested. <b>Regime check</b>: random noise matched to the attack in every norm that "
+            f"matters (its l2 and l-inf size for an l-inf attack); if that noise alone costs {self.regime_db:g} dB "
+            f"or more, the model is <b>unstable</b> at that budget — any perturbation of that size destroys the "
+            f"image — and the test says so instead of scoring the attack. <b>Outcome</b> of the other perturbation "
+            f"tests, on the excess drop (attacked PSNR drop minus matched-noise drop, mean over slices): "
+            f"vulnerable ≥ {VULNERABLE_DB:g} dB, robust < {ROBUST_DB:g} dB, partly vulnerable between; of an FNAF "
+            f"test, on the hit rate (hits among accepted candidates): vulnerable ≥ {VULNERABLE_HIT:.0%}, robust "
+            f"< {ROBUST_HIT:.0%}. <b>Verdict</b>: the most severe outcome — <b>{VULNERABLE}</b>, then "
+            f"<b>{UNSTABLE}</b>, <b>{PARTLY}</b>, <b>{ROBUST}</b>; the test that decided it is named with its 95 % "
+            f"bootstrap interval over slices. A model missing some tests stays <b>{VULNERABLE}</b> if the tests it "
+            f"had show it, and is otherwise <b>{INCOMPLETE}</b> (a missing test never makes a verdict milder); "
+            f"<b>{NOT_TESTED}</b> without any."
+        )
+
+
+#: The rule with its defaults.
+DEFAULT_RULE = Rule()
 
 
 @dataclass(frozen=True)
@@ -104,11 +139,12 @@ class AttackTest:
         eps: The audit's largest eps of this attack (``None`` for FNAF).
         tested: Whether this model x defense has white-box cells of the test.
         drop_db: Mean clean − attacked PSNR.
-        noise_drop_db: Mean clean − same-norm-noise PSNR.
-        excess_db: ``drop_db - noise_drop_db`` (the plain drop without a noise baseline).
-        hit_rate: FNAF hits among accepted candidates.
-        hits: FNAF hits among accepted candidates (count).
-        accepted: Accepted FNAF candidates.
+        noise_drop_db: Mean clean − matched-noise PSNR, with its interval.
+        excess: Attacked minus matched-noise drop per slice, with its interval.
+        noise_gain: Mean output change per input change under the matched noise (l2).
+        hit_rate: FNAF hits among accepted candidates, with its interval.
+        hits, accepted: FNAF counts.
+        outcome: One of :data:`SEVERITY` (``None`` when not tested).
     """
 
     attack: str
@@ -116,11 +152,13 @@ class AttackTest:
     eps: float | None
     tested: bool
     drop_db: float | None = None
-    noise_drop_db: float | None = None
-    excess_db: float | None = None
-    hit_rate: float | None = None
+    noise_drop_db: Interval | None = None
+    excess: Interval | None = None
+    noise_gain: float | None = None
+    hit_rate: Interval | None = None
     hits: int | None = None
     accepted: int | None = None
+    outcome: str | None = None
 
     @property
     def name(self) -> str:
@@ -128,14 +166,27 @@ class AttackTest:
         eps = "" if self.eps is None else f" eps {self.eps:g}"
         return f"{self.attack}{eps} {self.acceleration:g}x"
 
+    @property
+    def excess_db(self) -> float | None:
+        """Mean excess drop (dB)."""
+        return None if self.excess is None else self.excess.mean
+
+    def number(self) -> str:
+        """The deciding number with its interval: ``excess +1.20 dB [+0.80, +1.60]``,
+        ``hit rate 75% [50%, 100%] (3/4)``, or for an unstable test the noise drop."""
+        if self.eps is None:
+            rate = "n/a" if self.hit_rate is None else self.hit_rate.label("{:.0%}")
+            count = "" if self.accepted is None else f" ({self.hits}/{self.accepted})"
+            return f"hit rate {rate}{count}"
+        if self.outcome == UNSTABLE and self.noise_drop_db is not None:
+            gain = "" if self.noise_gain is None else f", noise gain {self.noise_gain:.1f}x"
+            excess = "" if self.excess is None else f", the worst case {self.excess.label()} dB more"
+            return f"random noise alone costs {self.noise_drop_db.label('{:.2f}')} dB{gain}{excess}"
+        return f"excess {'n/a' if self.excess is None else self.excess.label()} dB"
+
     def label(self) -> str:
         """The test with its number, or ``not tested``."""
-        if not self.tested:
-            return f"{self.name}: not tested"
-        if self.eps is None:
-            count = "" if self.accepted is None else f" ({self.hits}/{self.accepted})"
-            return f"{self.name}: hit rate {show(self.hit_rate, '{:.0%}')}{count}"
-        return f"{self.name}: excess {show(self.excess_db, '{:+.2f}')} dB"
+        return f"{self.name}: {self.number()}" if self.tested else f"{self.name}: not tested"
 
 
 @dataclass(frozen=True)
@@ -145,30 +196,18 @@ class Verdict:
     Attributes:
         model: Reconstructor name.
         defense: Defense name or ``"none"``.
-        attack: Test with the worst excess PSNR drop (``None`` without perturbation tests run).
-        eps: Its budget.
-        acceleration: Its acceleration.
-        drop_db: Its mean clean − attacked PSNR.
-        noise_drop_db: Its mean clean − noise PSNR.
-        excess_db: ``drop_db - noise_drop_db``.
-        hit_rate: Worst FNAF hit rate among the FNAF tests run (``None`` without).
         verdict: One of :data:`VERDICTS`.
         tests: Every test of the audit, run or not.
+        decided_by: The test whose outcome is the verdict (the worst of that outcome), if any.
         gate: The quality gate (``None`` for a model x defense without clean records).
         notes: Sentences the report prints under the verdict table (gate failure, training cut short...).
     """
 
     model: str
     defense: str
-    attack: str | None
-    eps: float | None
-    acceleration: float | None
-    drop_db: float | None
-    noise_drop_db: float | None
-    excess_db: float | None
-    hit_rate: float | None
     verdict: str
     tests: tuple[AttackTest, ...] = ()
+    decided_by: AttackTest | None = None
     gate: Gate | None = None
     notes: tuple[str, ...] = ()
 
@@ -176,6 +215,40 @@ class Verdict:
     def label(self) -> str:
         """``model`` or ``model + defense``."""
         return self.model if self.defense == "none" else f"{self.model} + {self.defense}"
+
+    @property
+    def worst_excess(self) -> AttackTest | None:
+        """The perturbation test with the largest excess drop among the stable ones run."""
+        stable = [t for t in self.tests if t.excess is not None and t.outcome != UNSTABLE]
+        return max(stable, key=lambda t: t.excess.mean, default=None)
+
+    @property
+    def fnaf(self) -> AttackTest | None:
+        """The FNAF test with the highest hit rate run."""
+        run = [t for t in self.tests if t.hit_rate is not None]
+        return max(run, key=lambda t: t.hit_rate.mean, default=None)
+
+    def evidence(self) -> str:
+        """What every test showed, grouped by outcome, e.g. ``vulnerable to pgd-kspace eps 0.05 4x
+        (excess +5.21 dB [+4.10, +6.30]); robust to fnaf 4x (hit rate 0% [0%, 0%] (0/8)) at the
+        tested budgets``."""
+        if self.verdict == UNUSABLE:
+            return "no robustness verdict: " + (self.gate.reason if self.gate is not None else "quality gate failed")
+        words = {VULNERABLE: "vulnerable to", PARTLY: "partly vulnerable to", ROBUST: "robust to",
+                 UNSTABLE: "unstable to any perturbation of the size of"}
+        parts = []
+        for outcome in SEVERITY:
+            tests = [t for t in self.tests if t.tested and t.outcome == outcome]
+            if tests:
+                listed = ", ".join(f"{t.name} ({t.number()})" for t in tests)
+                parts.append(f"{words[outcome]} {listed}" + (" at the tested budgets" if outcome == ROBUST else ""))
+        missing = [t.name for t in self.tests if not t.tested]
+        if missing:
+            parts.append("not tested on " + ", ".join(missing))
+        return "; ".join(parts) or "no tests"
+
+
+# -- the steps ------------------------------------------------------------------------------------
 
 
 def quality_gates(rows: Sequence[dict[str, Any]], *, margin_db: float = GATE_MARGIN_DB) -> dict[tuple, Gate]:
@@ -232,61 +305,81 @@ def audit_tests(rows: Sequence[dict[str, Any]]) -> list[tuple[str, float, float 
     return [(attack, acc, eps) for (attack, acc), eps in sorted(largest.items(), key=lambda i: (i[0][1], i[0][0]))]
 
 
-def _outcome(own: list[dict[str, Any]], test: tuple[str, float, float | None]) -> AttackTest:
+def _difference(row: dict[str, Any], first: str, second: str) -> float | None:
+    a, b = row.get(first), row.get(second)
+    return None if a is None or b is None or not math.isfinite(a - b) else a - b
+
+
+def outcome(rows: Sequence[dict[str, Any]], test: tuple[str, float, float | None],
+            rule: Rule = DEFAULT_RULE) -> AttackTest:
+    """The :class:`AttackTest` of one model x defense on ``test`` from its white-box slice rows (step 3)."""
     attack, acceleration, eps = test
-    chosen = [r for r in own if (r["attack"], r["acceleration"], r["eps"]) == test]
+    chosen = [r for r in rows if (r["attack"], r["acceleration"], r["eps"]) == test]
     if not chosen:
         return AttackTest(attack, acceleration, eps, tested=False)
     if eps is None:
-        stats = summarize(chosen)
-        rate, accepted = stats["fnaf_hit_rate"], stats["fnaf_accepted"]
-        hits = None if rate is None else round(rate * accepted)
-        return AttackTest(attack, acceleration, eps, True, hit_rate=rate, hits=hits, accepted=accepted)
-    drop = mean(psnr_drop(r) for r in chosen)
-    noise = mean(psnr_drop(r, "noise") for r in chosen)
-    excess = drop - noise if drop is not None and noise is not None else drop
-    return AttackTest(attack, acceleration, eps, True, drop, noise, excess)
+        accepted = [r for r in chosen if (r.get("fnaf_accepted") or 0) >= 0.5]
+        rate = interval(per_slice(accepted, lambda r: float((r.get("fnaf_hit") or 0) >= 0.5)))
+        hits = sum((r.get("fnaf_hit") or 0) >= 0.5 for r in accepted)
+        result = None if rate is None else (VULNERABLE if rate.mean >= VULNERABLE_HIT else
+                                            ROBUST if rate.mean < ROBUST_HIT else PARTLY)
+        return AttackTest(attack, acceleration, eps, True, hit_rate=rate, hits=hits, accepted=len(accepted),
+                          outcome=result)
+    drop = mean(per_slice(chosen, lambda r: _difference(r, "clean_psnr", "attacked_psnr")))
+    noise = interval(per_slice(chosen, lambda r: _difference(r, "clean_psnr", "noise_psnr")))
+    excess = interval(per_slice(chosen, lambda r: _difference(r, "noise_psnr", "attacked_psnr")))
+    gain = mean(per_slice(chosen, lambda r: r.get("noise_gain")))
+    if noise is not None and noise.mean >= rule.regime_db:
+        result: str | None = UNSTABLE
+    else:
+        if excess is None:  # records without a noise baseline: the plain drop decides
+            excess = interval(per_slice(chosen, lambda r: _difference(r, "clean_psnr", "attacked_psnr")))
+        result = None if excess is None else (VULNERABLE if excess.mean >= VULNERABLE_DB else
+                                              ROBUST if excess.mean < ROBUST_DB else PARTLY)
+    return AttackTest(attack, acceleration, eps, True, drop, noise, excess, gain, outcome=result)
 
 
-def _rule(excess: float | None, hit_rate: float | None) -> str:
-    if excess is None and hit_rate is None:
-        return NOT_TESTED
-    if (excess is not None and excess >= VULNERABLE_DB) or (hit_rate is not None and hit_rate >= VULNERABLE_HIT):
-        return VULNERABLE
-    if (excess is None or excess < ROBUST_DB) and (hit_rate is None or hit_rate < ROBUST_HIT):
-        return ROBUST
-    return PARTLY
-
-
-def judge(tests: Sequence[AttackTest], gate: Gate | None = None) -> str:
-    """The verdict of one model x defense from its tests (all of the audit's) and its gate."""
+def judge(tests: Sequence[AttackTest], gate: Gate | None = None) -> tuple[str, AttackTest | None]:
+    """The verdict of one model x defense from its tests (all of the audit's) and its gate, and
+    the test that decided it (step 4)."""
     if gate is not None and gate.passed is False:
-        return UNUSABLE
-    run = [t for t in tests if t.tested]
-    excess = max((t.excess_db for t in run if t.excess_db is not None), default=None)
-    hit_rate = max((t.hit_rate for t in run if t.hit_rate is not None), default=None)
-    verdict = _rule(excess, hit_rate)
-    if verdict in (PARTLY, ROBUST) and len(run) < len(tests):
-        return INCOMPLETE
-    return verdict
+        return UNUSABLE, None
+    run = [t for t in tests if t.tested and t.outcome is not None]
+    if not run:
+        return NOT_TESTED, None
+    verdict = next(o for o in SEVERITY if any(t.outcome == o for t in run))
+    decided = [t for t in run if t.outcome == verdict]
+    by = max(decided, key=_severity_number)
+    if verdict != VULNERABLE and len(run) < len(tests):
+        return INCOMPLETE, by
+    return verdict, by
+
+
+def _severity_number(test: AttackTest) -> float:
+    """How bad a test is within its outcome: the hit rate, the noise drop (unstable) or the excess."""
+    if test.hit_rate is not None:
+        return test.hit_rate.mean * 100
+    if test.outcome == UNSTABLE and test.noise_drop_db is not None:
+        return test.noise_drop_db.mean
+    return test.excess.mean if test.excess is not None else -math.inf
 
 
 def verdicts(
     rows: Sequence[dict[str, Any]],
     *,
-    margin_db: float = GATE_MARGIN_DB,
+    rule: Rule = DEFAULT_RULE,
     training_notes: Mapping[str, str] | None = None,
 ) -> list[Verdict]:
     """The verdict of every model x defense of the slice rows (see the module docstring).
 
     Args:
         rows: Slice rows.
-        margin_db: Quality-gate margin over zero-filling (dB).
+        rule: The quality-gate margin and the regime threshold.
         training_notes: Per model name, a sentence about its training shown with its verdicts --
             the hook for "a wall-clock cap stopped training early" (e.g. ``{"unet": "training
             stopped by max_minutes after 1 of 20 epochs"}``).
     """
-    gates = quality_gates(rows, margin_db=margin_db)
+    gates = quality_gates(rows, margin_db=rule.margin_db)
     tests = audit_tests(rows)
     own: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -294,16 +387,11 @@ def verdicts(
             own[(r["model"], r["defense"])].append(r)
     out = []
     for pair in sorted({(r["model"], r["defense"]) for r in rows}, key=sort_key):
-        outcomes = tuple(_outcome(own[pair], t) for t in tests)
-        gate = gates.get(pair)
-        worst = max((t for t in outcomes if t.excess_db is not None), key=lambda t: t.excess_db, default=None)
-        numbers = (None,) * 6 if worst is None else (worst.attack, worst.eps, worst.acceleration, worst.drop_db,
-                                                      worst.noise_drop_db, worst.excess_db)
-        hit_rate = max((t.hit_rate for t in outcomes if t.hit_rate is not None), default=None)
-        verdict = judge(outcomes, gate)
-        item = Verdict(*pair, *numbers, hit_rate=hit_rate, verdict=verdict, tests=outcomes, gate=gate)
+        outcomes = tuple(outcome(own[pair], t, rule) for t in tests)
+        verdict, decided = judge(outcomes, gates.get(pair))
+        item = Verdict(*pair, verdict, outcomes, decided, gates.get(pair))
         note = (training_notes or {}).get(pair[0])
-        out.append(replace(item, notes=_notes(item, margin_db) + ((f"{pair[0]}: {note}.",) if note else ())))
+        out.append(replace(item, notes=_notes(item, rule.margin_db) + ((f"{pair[0]}: {note}.",) if note else ())))
     return out
 
 
@@ -321,78 +409,8 @@ def _notes(v: Verdict, margin_db: float) -> tuple[str, ...]:
     return ()
 
 
-# -- tables ---------------------------------------------------------------------------------------
-
-VERDICT_HEADER = ("model", "defense", "clean PSNR (zero-filled)", "worst attack", "PSNR drop (dB)", "noise drop (dB)",
-                  "excess (dB)", "FNAF hit rate", "tests", "verdict")
-
-
 def gate_label(gate: Gate | None) -> str:
     """``clean (zero-filled)`` PSNR of a gate, e.g. ``31.20 (23.30)``."""
     if gate is None or gate.clean_psnr is None:
         return "n/a"
     return f"{gate.clean_psnr:.2f} ({show(gate.zero_filled_psnr, '{:.2f}')})"
-
-
-def verdict_table(items: Sequence[Verdict]) -> list[list[str]]:
-    """Rows of :data:`VERDICT_HEADER`."""
-    return [
-        [
-            v.model,
-            v.defense,
-            gate_label(v.gate),
-            _attack_label(v),
-            show(v.drop_db, "{:.2f}"),
-            show(v.noise_drop_db, "{:.2f}"),
-            show(v.excess_db, "{:.2f}"),
-            show(v.hit_rate, "{:.0%}"),
-            "; ".join(t.label() for t in v.tests) or "none",
-            v.verdict,
-        ]
-        for v in items
-    ]
-
-
-def _attack_label(v: Verdict) -> str:
-    if v.attack is None:
-        return "n/a"
-    return f"{v.attack} (eps {v.eps:g}, {v.acceleration:g}x)"
-
-
-def verdict_notes(items: Sequence[Verdict]) -> list[str]:
-    """Every note of the verdicts, in table order, each once."""
-    return list(dict.fromkeys(note for v in items for note in v.notes))
-
-
-COMPACT_HEADER = ("model", "defense", "clean PSNR", "vs zero-filled", "worst excess drop", "FNAF hits", "verdict")
-
-
-def compact_table(
-    records: Iterable[dict[str, Any]],
-    *,
-    margin_db: float = GATE_MARGIN_DB,
-    training_notes: Mapping[str, str] | None = None,
-) -> str:
-    """The verdicts as a short plain-text table, one line per model x defense (for the terminal).
-
-    Args:
-        records: Tidy records, as :meth:`reconguard.audit.store.Store.records` returns them.
-        margin_db: Quality-gate margin (dB).
-        training_notes: See :func:`verdicts`; a model with a note is starred, the note printed below.
-
-    Returns:
-        The table and its notes, lines joined by ``\\n`` (no trailing newline).
-    """
-    items = verdicts(slice_rows(records), margin_db=margin_db, training_notes=training_notes)
-    body = []
-    for v in items:
-        gate = v.gate or Gate(None, None, None, margin_db, None)
-        worst = "n/a" if v.excess_db is None else f"{v.excess_db:+.2f} dB ({v.attack} eps {v.eps:g})"
-        star = "*" if training_notes and v.model in training_notes else ""
-        versus = "baseline" if gate.baseline else show(gate.advantage_db, "{:+.2f} dB")
-        body.append([v.model + star, v.defense, show(gate.clean_psnr, "{:.2f} dB"), versus, worst,
-                     show(v.hit_rate, "{:.0%}"), v.verdict])
-    lines = [text_table(COMPACT_HEADER, body)]
-    lines += [f"* {model}: {note}" for model, note in (training_notes or {}).items()
-              if any(v.model == model for v in items)]
-    return "\n".join(lines)
