@@ -33,17 +33,18 @@ import csv, json, sys
 from pathlib import Path
 root = Path(sys.argv[1])
 models = ("unet-4x", "unet-4x-fnaf", "unet-4x-pgd")
-print("\n| model | clean PSNR | clean SSIM | clean NMSE | FNAF hit rate (1e-3) | at 1e-2 | at 3e-2 | mean missing-feature MSE |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|")
+print("\n| model | clean PSNR | clean SSIM | clean NMSE | FNAF hit rate (gamma 0.5) | at 0.25 | at 0.75 "
+      "| mean linear score | mean missing-feature MSE |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for m in models:
     s = json.loads((root / f"clean-{m}.json").read_text())["summary"]
     (name, clean), = s.items()
     h = json.loads((root / f"fnaf-{m}" / "summary.json").read_text())["hit_rate"]
     with open(root / f"fnaf-{m}" / "metrics.csv", newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if float(r["fnaf_accepted"]) == 1]
-    sweep = [sum(float(r["fnaf_feature_loss"]) > g for r in rows) / len(rows) for g in (1e-2, 3e-2)]
+    sweep = [sum(float(r["fnaf_score"]) > g for r in rows) / len(rows) for g in (0.25, 0.75)]
     print(f"| {m} | {clean['psnr']:.2f} | {clean['ssim']:.4f} | {clean['nmse']:.4f} | {h['rate']:.1%} "
-          f"| {sweep[0]:.1%} | {sweep[1]:.1%} | {h['mean_feature_loss']:.2e} |")
+          f"| {sweep[0]:.1%} | {sweep[1]:.1%} | {h['mean_score']:.3f} | {h['mean_feature_loss']:.2e} |")
 print("\n| model | eps | clean PSNR | PGD PSNR | noise PSNR | drop (dB) |")
 print("|---|---:|---:|---:|---:|---:|")
 for m in models:

@@ -17,6 +17,7 @@ against (:meth:`AttackResult.truth`) and which numbers it adds (:meth:`AttackRes
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, NamedTuple
 
@@ -141,9 +142,11 @@ def evaluate(setup: Setup, batch: Sample, index: int = 0, *, crafted: dict | Non
         setup: The cell.
         batch: Fully sampled slices (under-sampled here with ``setup.mask_fn``).
         index: The batch's index in its split (seeds random models with ``setup.seed``).
-        crafted: A cache of attacks already crafted on this batch (by attack, model and slices),
-            shared between the cells of one batch so that a surrogate is attacked once for all
-            its targets (a random surrogate then draws once for all of them). ``None``: no sharing.
+        crafted: A cache of attacks already crafted (by attack, model, mask generator and slices:
+            the objects' identities), shared between the cells of one batch so that a surrogate is
+            attacked once for all its targets and a bare model once for its white-box cell and its
+            defended cells (a random surrogate then draws once for all of them); a
+            :class:`CraftedCache` bounds its memory. ``None``: no sharing.
 
     Returns:
         The :class:`UnitResult`.
@@ -158,6 +161,33 @@ def evaluate(setup: Setup, batch: Sample, index: int = 0, *, crafted: dict | Non
     if setup.time_clean or "clean" not in arm.recons:
         arm.time_clean()
     return arm.result()
+
+
+class CraftedCache(OrderedDict):
+    """The ``crafted`` cache of :func:`evaluate` across units, least recently used out first once
+    its results hold more than ``max_bytes`` of tensors (a miss only recomputes: attacks are
+    deterministic given their seed). Attacks on stochastic models are not kept: their draws depend
+    on what the unit did before, and a unit's records must not depend on which units ran first."""
+
+    def __init__(self, max_bytes: int = 1 << 30):
+        super().__init__()
+        self.max_bytes, self.bytes, self._sizes = max_bytes, 0, {}
+
+    def __getitem__(self, key: Any) -> AttackResult:
+        self.move_to_end(key)
+        return super().__getitem__(key)
+
+    def __setitem__(self, key: Any, result: AttackResult) -> None:
+        tensors = [v for v in vars(result).values() if torch.is_tensor(v)]
+        tensors += [t for b in result.baselines for t in (b.delta, b.recon)]
+        if key in self:
+            self.bytes -= self._sizes[key]
+        self._sizes[key] = sum(t.numel() * t.element_size() for t in tensors)
+        super().__setitem__(key, result)
+        self.bytes += self._sizes[key]
+        while self.bytes > self.max_bytes and len(self) > 1:
+            old, _ = self.popitem(last=False)
+            self.bytes -= self._sizes.pop(old)
 
 
 def _reseed(setup: Setup, index: int) -> None:
@@ -186,12 +216,15 @@ class _Arm:
         ``owner`` is what the cache knows ``model`` by when ``model`` is a wrapper built for this
         unit (a BPDA of the defense): objects the setups hold keep their ids for the cache's life."""
         batch = self.batch
-        key = (id(self.setup.attack), id(owner if owner is not None else model), tuple(batch.fname),
-               tuple(int(s) for s in batch.slice_idx))
-        if key not in self.crafted:
-            self.crafted[key] = self.setup.attack(model, self.masked_kspace, self.mask, target=batch.target,
-                                                  coil_maps=batch.coil_maps, max_value=batch.max_value,
-                                                  kspace=batch.kspace)
+        key = (id(self.setup.attack), id(owner if owner is not None else model), id(self.setup.mask_fn),
+               tuple(batch.fname), tuple(int(s) for s in batch.slice_idx))
+        shared = not (isinstance(self.crafted, CraftedCache) and getattr(model, "stochastic", False))
+        if not shared or key not in self.crafted:
+            result = self.setup.attack(model, self.masked_kspace, self.mask, target=batch.target,
+                                       coil_maps=batch.coil_maps, max_value=batch.max_value, kspace=batch.kspace)
+            if not shared:
+                return result
+            self.crafted[key] = result
         return self.crafted[key]
 
     def attack_pipeline(self) -> None:

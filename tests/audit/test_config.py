@@ -38,6 +38,13 @@ def test_valid_config_expands_to_the_full_matrix(tiny_data, tmp_path):
     assert config.output == tmp_path / "out"
 
 
+def test_a_transfer_link_may_transfer_some_budgets_only(tiny_data, tmp_path):
+    text = BASE.format(data=tiny_data).replace("attacks: [pgd-kspace]}", "attacks: [pgd-kspace], eps: [0.02]}")
+    cells = expand(_parse(text, tmp_path))
+    assert [c.eps for c in cells if c.source != c.model] == [0.02]
+    assert {c.cell_id for c in cells} < {c.cell_id for c in expand(_parse(BASE.format(data=tiny_data), tmp_path))}
+
+
 def test_cell_ids_ignore_what_does_not_change_the_numbers(tiny_data, tmp_path):
     ids = {c.cell_id for c in expand(_parse(BASE.format(data=tiny_data), tmp_path))}
     more = BASE.format(data=tiny_data).replace("max_slices: 4", "max_slices: 8") + "device: cpu\npanels: false\n"
@@ -58,6 +65,7 @@ def test_cell_ids_ignore_what_does_not_change_the_numbers(tiny_data, tmp_path):
         ("fnaf: {candidates: 2}", "fnaf: {eps: [0.1]}", 10, "has no budget"),
         ("attacks: [pgd-kspace]", "attacks: [fnaf]", 12, "feature attack"),
         ("targets: [zf]", "targets: [vit]", 12, "unknown name 'vit'"),
+        ("attacks: [pgd-kspace]}", "attacks: [pgd-kspace], eps: [0.03]}", 12, "budgets the transferred attacks"),
         ("settings: {steps: 2}", "settings: {wings: 2}", 7, "unknown option"),
         ("split: test", "split: nowhere", 2, "is not a directory"),
         ("output: out\n", "", 1, "missing required key 'output'"),

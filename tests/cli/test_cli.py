@@ -102,11 +102,25 @@ def test_demo_runs_the_audit_end_to_end_and_reuses_its_cache(tmp_path, capsys):
     assert code == 0
     assert (tmp_path / "audit.yaml").exists() and (tmp_path / "report" / "index.html").exists()
     assert "report:" in out
-    # the compact verdict table: one line per model, starred as not the reference recipe
-    table = [line for line in out.splitlines() if line.split(" ", 1)[0].rstrip("*") in
-             ("zero-filled", "unet", "modl", "varnet", "unet-fnaf")]
-    assert len(table) == 5 and any(verdict in out for verdict in VERDICTS)
+    # the compact verdict table: one line per model and defense, starred as not the reference recipe,
+    # then one line of evidence per model and defense
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("model "))
+    table = lines[start + 1:lines.index("", start)]
+    pairs = {tuple(line.split()[:2]) for line in table}
+    assert pairs == {("zero-filled", "none"), ("unet*", "none"), ("unet*", "fnaf-robust"), ("modl*", "none"),
+                     ("modl*", "cyclic"), ("varnet*", "none")}
+    assert all(any(verdict in line for verdict in VERDICTS) for line in table)
+    assert any(line.startswith("unet + fnaf-robust: ") for line in lines)
     assert "* unet: retrained 1 epoch(s), not the reference recipe's 150" in out
+    # both defenses are paired with their undefended model: the report's defense effects are not empty
+    page = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+    effects = page.split("<h2>Defense effects</h2>")[1].split("<h2>")[0]
+    for row in ("<td>unet</td><td>fnaf-robust</td><td>fnaf</td>", "<td>unet</td><td>fnaf-robust</td><td>pgd-kspace",
+                "<td>modl</td><td>cyclic</td><td>pgd-input</td>"):
+        assert row in effects
+    assert "No defended cell" not in effects and "defense_tradeoff" in " ".join(
+        p.name for p in (tmp_path / "report" / "figures").iterdir())
     weights = tmp_path / "models" / "unet" / "best.safetensors"
     stamp = weights.stat().st_mtime_ns
     from reconguard.audit import Store

@@ -263,5 +263,6 @@ def test_defense_effects_on_page_and_in_markdown(report):
     # the feature attack: 3 of 4 accepted candidates hit without the defense, none with it (paired)
     (row,) = [line for line in section.splitlines() if line.startswith("| unet | cyclic | fnaf |")]
     cells = [c.strip() for c in row.split("|")[1:-1]]
-    assert cells[3:5] == ["4", "5"] and cells[6].startswith("75% [")  # 5 slices paired, 4 accepted and cells[7] == "0% [0%, 0%]"
+    assert cells[3:5] == ["4", "5"]  # 5 slices paired, 4 of them accepted
+    assert cells[6].startswith("75% [") and cells[7] == "0% [0%, 0%]"
     assert cells[8].startswith("-75% [") and cells[9].startswith("-0.")

@@ -2,7 +2,8 @@
 
 A cell's id hashes everything that determines its numbers: the model's identity (weights hash,
 or its training recipe), the defense and attack specs, eps, seed, acceleration, sampling, data and
-batch size (work units are fixed batches of slices). Anything else — max_slices, device, panels,
+batch size (work units are fixed batches of slices). Anything else — max_slices (of the data or
+of a defense), device, panels,
 the order of the config — does not change the id, so growing a config adds cells or units and
 never invalidates what is already in the database.
 """
@@ -97,7 +98,7 @@ def expand(config: AuditConfig) -> list[Cell]:
         spec = {**common, "model": identities[model], "source": identities[source],
                 "attack": {k: v for k, v in attack_spec.items() if k not in ("models", "eps")},
                 "defense": None if defense_spec is None else
-                {k: v for k, v in defense_spec.items() if k not in ("models", "attacks")},
+                {k: v for k, v in defense_spec.items() if k not in ("models", "attacks", "max_slices")},
                 "eps": eps, "seed": seed, "acceleration": acc}
         cell_id = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
         cells.append(Cell(cell_id, model, defense, attack, source, eps, seed, acc, spec))
@@ -115,7 +116,7 @@ def expand(config: AuditConfig) -> list[Cell]:
             for link in config.transfer:
                 for target in link.targets:
                     for attack in link.attacks:
-                        for eps in config.attacks[attack].eps:
+                        for eps in link.eps or config.attacks[attack].eps:
                             add(target, "none", attack, link.source, eps, seed, acc)
     unique: dict[str, Cell] = {}
     for cell in cells:  # a transfer link may repeat a cell; two model keys must not share one

@@ -15,12 +15,13 @@ Example (every key shown; only ``output``, ``data`` and ``models`` are required)
     defenses:                          # "none" (the undefended model) is always evaluated
       cyclic: {defense: cyclic, settings: {steps: 30}, calibrate: val, models: [unet], attacks: [pgd-kspace]}
       robust: {weights: {checkpoint: runs/unet-fnaf/best}, models: [unet]}   # robust training of unet
+      slow: {defense: cyclic, models: [unet], max_slices: 4}   # defended cells on the first 4 slices only
     attacks:
       pgd-kspace: {eps: [0.01, 0.02, 0.05]}
       weak-image: {attack: pgd-image, eps: [0.005], steps: 5}
       fnaf: {}
     transfer:                          # black-box: perturbations crafted on a surrogate
-      - {source: unet, targets: [cs], attacks: [pgd-kspace]}
+      - {source: unet, targets: [cs], attacks: [pgd-kspace], eps: [0.02]}   # eps: default all of the attack's
     seeds: [0]
     batch_size: 4
     device: cpu
@@ -62,13 +63,13 @@ _SAMPLING = {"mask", "accelerations", "center_fraction"}
 _MODEL_SOURCES = ("checkpoint", "pretrained", "fastmri", "name", "train")
 _TRAIN = {"model", "set", "epochs", "steps", "max_minutes", "robust", "robust_set", "init", "lr", "loss",
           "batch_size"}
-_DEFENSE = {"defense", "settings", "calibrate", "models", "attacks", "weights"}
+_DEFENSE = {"defense", "settings", "calibrate", "models", "attacks", "weights", "max_slices"}
 #: Where the weights of a trained defense may come from (files: the audit trains only ``models:``).
 _WEIGHT_SOURCES = ("checkpoint", "pretrained", "fastmri")
 #: The attack options an ``attacks:`` entry may set (the budget is ``eps``, the seeds are ``seeds``).
 _ATTACK_OPTIONS = {k: v for k, v in OPTIONS.items() if k not in ("eps", "seed")}
 _ATTACK = {"attack", "eps", "models", *_ATTACK_OPTIONS}
-_TRANSFER = {"source", "targets", "attacks"}
+_TRANSFER = {"source", "targets", "attacks", "eps"}
 BUILTIN = ("mni152", "colin27", "phantom")
 
 
@@ -146,6 +147,10 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
         source=source,
     )
 
+    for key, spec in config.defenses.items():
+        if spec.max_slices is not None and spec.max_slices % config.batch_size:
+            raise check.fail(("defenses", key, "max_slices"), f"must be a multiple of batch_size "
+                             f"({config.batch_size}): work units are whole batches, got {spec.max_slices}")
     check_matrix(config, check.fail)
     return config
 
@@ -287,8 +292,10 @@ class _Checker(Checker):
             calibrate = spec.get("calibrate", "val" if name == "cyclic" else None)
             if calibrate is not None:
                 calibrate = self.string(calibrate, (*path, "calibrate"))
+            limit = spec.get("max_slices")
             out[key] = DefenseSpec(
                 defense=name, settings=dict(settings), calibrate=calibrate, weights=weights,
+                max_slices=None if limit is None else self.integer(limit, (*path, "max_slices"), low=1),
                 models=tuple(self.names(spec.get("models", list(models)), (*path, "models"), models)),
                 attacks=tuple(self.names(spec.get("attacks", list(attacks)), (*path, "attacks"), attacks)))
         return out
@@ -343,6 +350,14 @@ class _Checker(Checker):
             for name in chosen:
                 if attacks[name].eps == (None,):
                     raise self.fail((*path, "attacks"), f"{name} is a feature attack; transfer needs a perturbation")
+            eps = None
+            if "eps" in spec:
+                items = spec["eps"] if isinstance(spec["eps"], list) else [spec["eps"]]
+                eps = tuple(self.number(e, (*path, "eps", i)) for i, e in enumerate(items))
+                missing = [e for e in eps for name in chosen if e not in attacks[name].eps]
+                if not eps or missing:
+                    raise self.fail((*path, "eps"), f"expected budgets the transferred attacks run at, "
+                                    f"{sorted({e for name in chosen for e in attacks[name].eps})}; got {list(eps)}")
             out.append(TransferSpec(source=source[0], targets=tuple(t for t in targets if t != source[0]),
-                                    attacks=tuple(chosen)))
+                                    attacks=tuple(chosen), eps=eps))
         return tuple(out)

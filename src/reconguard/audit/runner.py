@@ -32,7 +32,7 @@ from reconguard.audit.config import AuditConfig
 from reconguard.audit.store import Store, Unit
 from reconguard.data import Sample, SliceDataset
 from reconguard.defenses import build_defense
-from reconguard.experiment import Setup, calibrated, evaluate
+from reconguard.experiment import CraftedCache, Setup, calibrated, evaluate
 from reconguard.models import build, load, load_fastmri
 from reconguard.physics.masks import build_mask
 
@@ -48,7 +48,12 @@ class Workspace:
     trainings: dict[str, dict[str, Any]] = field(default_factory=dict)  # how the train: models were trained
     _models: dict[str, Any] = field(default_factory=dict)
     _defenses: dict[tuple[str, str, float], Any] = field(default_factory=dict)
+    _attacks: dict[tuple[str, float | None, int], Any] = field(default_factory=dict)
+    _masks: dict[float, Any] = field(default_factory=dict)
     _dataset: Any = None
+    #: Attacks crafted in earlier units, reused by later ones: a bare model's attack by its defended
+    #: cells, a surrogate's by its transfer cells (the same objects, so the same keys).
+    crafted: CraftedCache = field(default_factory=CraftedCache)
 
     @property
     def dataset(self) -> Any:
@@ -56,14 +61,26 @@ class Workspace:
             self._dataset = SliceDataset(self.data_dir / self.config.data.split)
         return self._dataset
 
-    def count(self) -> int:
-        """Slices audited: the split, or its first ``max_slices``."""
-        limit = self.config.data.max_slices
-        return len(self.dataset) if limit is None else min(limit, len(self.dataset))
+    def count(self, cell: Cell | None = None) -> int:
+        """Slices audited (by ``cell``): the split, or its first ``max_slices`` (of the data, and of
+        the cell's defense)."""
+        limits = [len(self.dataset), self.config.data.max_slices]
+        if cell is not None and cell.defense != "none":
+            limits.append(self.config.defenses[cell.defense].max_slices)
+        return min(limit for limit in limits if limit is not None)
 
     def mask_fn(self, acceleration: float) -> Any:
-        sampling = self.config.sampling
-        return build_mask(sampling.mask, acceleration=acceleration, center_fraction=sampling.center_fraction)
+        if acceleration not in self._masks:
+            sampling = self.config.sampling
+            self._masks[acceleration] = build_mask(sampling.mask, acceleration=acceleration,
+                                                   center_fraction=sampling.center_fraction)
+        return self._masks[acceleration]
+
+    def attack(self, cell: Cell) -> Any:
+        key = (cell.attack, cell.eps, cell.seed)
+        if key not in self._attacks:
+            self._attacks[key] = build_attack(self.config.attacks[cell.attack], eps=cell.eps, seed=cell.seed)
+        return self._attacks[key]
 
     def model(self, key: str) -> Any:
         if key not in self._models:
@@ -107,10 +124,9 @@ def run_unit(ws: Workspace, cell: Cell, index: int, rank: int) -> Unit:
     start = time.perf_counter()
     batch = ws.batch(index)
     defense = None if cell.defense == "none" else ws.defense(cell.model, cell.defense, cell.acceleration)
-    setup = Setup(model=ws.model(cell.model), attack=build_attack(ws.config.attacks[cell.attack], eps=cell.eps,
-                  seed=cell.seed), mask_fn=ws.mask_fn(cell.acceleration), defense=defense,
-                  source=ws.model(cell.source), seed=cell.seed)
-    unit = evaluate(setup, batch, index)
+    setup = Setup(model=ws.model(cell.model), attack=ws.attack(cell), mask_fn=ws.mask_fn(cell.acceleration),
+                  defense=defense, source=ws.model(cell.source), seed=cell.seed)
+    unit = evaluate(setup, batch, index, crafted=ws.crafted)
     panels = unit.panels(batch) if ws.config.panels else []
     named = tuple((batch.fname[i], int(batch.slice_idx[i]), panel) for i, panel in enumerate(panels))
     return Unit(cell.cell_id, index, len(batch), time.perf_counter() - start, rank, unit.records, named)
@@ -175,8 +191,8 @@ def run_audit(config: AuditConfig, *, progress: bool = True, on_unit: Callable[[
 def _execute(ws, cells, world, store, run_id, progress, on_unit, lease) -> None:
     """Claim units (rank 0 claims one per rank), compute them, commit them -- until every unit is done."""
     by_id = {c.cell_id: c for c in cells}
-    batches = -(-ws.count() // ws.config.batch_size)
-    plan = [(c.cell_id, b) for c in cells for b in range(batches)]
+    size = ws.config.batch_size
+    plan = [(c.cell_id, b) for c in cells for b in range(-(-ws.count(c) // size))]
     bar = tqdm(total=len(plan), desc="audit", unit="unit", disable=not (progress and world.leader))
     worker = claims.Worker()
     with claims.Heartbeat(store, worker, lease) if store is not None else contextlib.nullcontext():

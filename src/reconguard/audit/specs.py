@@ -80,8 +80,9 @@ class AttackSpec(_Spec):
 @dataclass(frozen=True)
 class DefenseSpec(_Spec):
     """One entry of ``defenses:``: the defense, its settings, the split its detector is calibrated
-    on (``None``: not calibrated), the models and attacks it is evaluated with, and for a trained
-    defense (``defense: trained``) the robustly trained weights that replace the model."""
+    on (``None``: not calibrated), the models and attacks it is evaluated with, for a trained
+    defense (``defense: trained``) the robustly trained weights that replace the model, and the
+    slices its cells are limited to (``None``: the data's)."""
 
     defense: str
     settings: dict[str, Any]
@@ -89,6 +90,7 @@ class DefenseSpec(_Spec):
     models: tuple[str, ...]
     attacks: tuple[str, ...]
     weights: ModelSpec | None = None
+    max_slices: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = {**super().as_dict(), "calibrate": self.calibrate}
@@ -99,8 +101,10 @@ class DefenseSpec(_Spec):
 
 @dataclass(frozen=True)
 class TransferSpec(_Spec):
-    """One entry of ``transfer:``: the surrogate, the targets and the attacks crafted on it."""
+    """One entry of ``transfer:``: the surrogate, the targets, the attacks crafted on it and the
+    budgets transferred (``None``: every budget of each attack)."""
 
     source: str
     targets: tuple[str, ...]
     attacks: tuple[str, ...]
+    eps: tuple[float, ...] | None = None

@@ -149,7 +149,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     from reconguard.report.tables import markdown_table, show
 
     mean = summary["mean"]
-    conditions = [("clean", "clean"), ("attacked", "attacked"), ("noise", "matched noise")]
+    conditions = [("clean", "clean"), ("attacked", "attacked"), ("noise", "matched noise"),
+                  ("gaussian_noise", "Gaussian noise (max-matched)")]
     body = [(name, *(show(mean[f"{cond}_{m}"], metric.format) for m, metric in METRICS.items()))
             for cond, name in conditions if f"{cond}_psnr" in mean]
     if "hit_rate" in summary:
@@ -157,7 +158,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         detail = (f"hit rate {show(stats['rate'], '{:.1%}')} ({stats['hits']}/{stats['slices']} slices, "
                   f"{stats['excluded']} excluded by the information check)")
     else:
-        detail = f"achieved relative norm {show(mean['attacked_relative_norm'], '{:.4g}')}"
+        detail = (f"achieved relative norm {show(mean['attacked_relative_norm'], '{:.4g}')}; output change per "
+                  f"input change {show(mean.get('attacked_gain'), '{:.3g}')} (matched noise: "
+                  f"{show(mean.get('noise_gain'), '{:.3g}')})")
     head = (f"{summary['attack']} on {summary['model']}, {summary['threat']}, {summary['slices']} slices "
             f"({summary['volumes']} volumes); {detail}")
     header = ("input", *(f"{m.upper()} (dB)" if m == "psnr" else m.upper() for m in METRICS))

@@ -27,6 +27,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="PNG",
         help="also save a screenshot of the page (needs selenium, chromium and chromedriver)",
     )
+    parser.add_argument("--screenshot-height", type=int, default=900, metavar="PX",
+                        help="how much of the page the screenshot shows, from the top (default: 900 px; "
+                             "the verdicts and the defense effects take about 2400)")
     parser.set_defaults(func=run)
 
 
@@ -43,5 +46,5 @@ def run(args: argparse.Namespace) -> int:
     if args.screenshot is not None:
         from reconguard.report.browser import screenshot
 
-        print(f"screenshot: {screenshot(page, args.screenshot)}")
+        print(f"screenshot: {screenshot(page, args.screenshot, height=args.screenshot_height)}")
     return 0

@@ -200,18 +200,29 @@ def _setting(runs: Sequence[dict[str, Any]], key: str, default: float) -> float:
     return default if value is None else value
 
 
-def _figures(rows: list[dict[str, Any]], directory: Path) -> list[tuple[str, str | None]]:
-    """``(caption, PNG data URI)`` per figure, or ``(missing-figure sentence, None)``."""
-    out: list[tuple[str, str | None]] = []
+def _figures(rows: list[dict[str, Any]], directory: Path) -> dict[str, tuple[str, str | None]]:
+    """``{name: (caption, PNG data URI)}`` per figure, or ``(missing-figure sentence, None)``."""
+    out: dict[str, tuple[str, str | None]] = {}
     for name, caption, build, missing in _FIGURES:
         try:
             fig = build(rows)
         except DataError:
-            out.append((missing, None))
+            out[name] = (missing, None)
             continue
         png, _ = plots.save_png_pdf(fig, directory, name)
-        out.append((caption, data_uri(png.read_bytes())))
+        out[name] = (caption, data_uri(png.read_bytes()))
     return out
+
+
+def _figure_html(caption: str, uri: str | None) -> str:
+    e = html.escape
+    if uri is None:
+        return f'<p class="missing">{e(caption)}</p>'
+    return f'<figure><img src="{uri}" alt="{e(caption)}"><figcaption>{e(caption)}</figcaption></figure>'
+
+
+#: The figure shown with the defense effects (the others are in the Figures section).
+_EFFECTS_FIGURE = "defense_tradeoff"
 
 
 # -- page ------------------------------------------------------------------------------------------
@@ -267,11 +278,12 @@ def _page(
     runs: list[dict[str, Any]],
     judged: tuple[list[Verdict], list[DefenseEffect], Rule],
     cells: list[dict[str, Any]],
-    figures: list[tuple[str, str | None]],
+    figures: dict[str, tuple[str, str | None]],
     panels: list[str],
 ) -> str:
     e = html.escape
-    parts = [f"<h1>{e(title)}</h1>", "<h2>Run</h2>", _runs_html(runs), *_verdicts_html(*judged)]
+    parts = [f"<h1>{e(title)}</h1>", "<h2>Run</h2>", _runs_html(runs), *_verdicts_html(*judged),
+             _figure_html(*figures[_EFFECTS_FIGURE])]
     perturbation, fnaf = perturbation_table(cells), fnaf_table(cells)
     parts.append("<h2>Perturbation attacks (mean over slices)</h2>")
     parts.append(
@@ -284,12 +296,7 @@ def _page(
         parts += ["<h2>Artefacts (error map attacked − clean)</h2>", f'<p class="rule">{ARTEFACT_NOTE}</p>',
                   _table(ARTEFACT_HEADER, artefacts)]
     parts.append("<h2>Figures</h2>")
-    for caption, uri in figures:
-        parts.append(
-            f'<figure><img src="{uri}" alt="{e(caption)}"><figcaption>{e(caption)}</figcaption></figure>'
-            if uri
-            else f'<p class="missing">{e(caption)}</p>'
-        )
+    parts += [_figure_html(*figure) for name, figure in figures.items() if name != _EFFECTS_FIGURE]
     parts.append("<h2>Worst slices</h2>")
     parts.append(
         '<div class="panels">' + "".join(panels) + "</div>"
