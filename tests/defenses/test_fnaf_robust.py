@@ -106,7 +106,8 @@ def models(tmp_path):
 def test_reproduce_fnaf_rows(tiny_data, models, tmp_path):
     ctx = ReproContext(data=Path(tiny_data), out=tmp_path / "out", models=models, quick=True, progress=False)
     rows = {row.claim: row for row in repro.run(ctx, plan=TINY)}
-    assert list(rows) == ["fnaf/hit-rate/paper", "fnaf/hit-rate/paper-image", "fnaf/hit-rate/missing"]
+    assert list(rows) == ["fnaf/hit-rate/paper", "fnaf/hit-rate/paper-image", "fnaf/hit-rate/linear",
+                          "fnaf/hit-rate/missing"]
     for row in rows.values():
         assert row.verdict in VERDICTS and row.ci[0] <= row.ours <= row.ci[1] and row.paper == 84.0
         assert 0 <= row.ours <= 100 and 1 <= row.n <= 4
@@ -118,7 +119,8 @@ def test_reproduce_fnaf_robust_rows_and_cache(tiny_data, models, tmp_path, monke
     ctx = ReproContext(data=Path(tiny_data), out=tmp_path / "out", models=models, quick=True, progress=False)
     rows = {row.claim: row for row in repro.run_robust(ctx, plan=TINY)}
     assert set(rows) == {"fnaf-robust/hit-rate-change/paper", "fnaf-robust/hit-rate-change/paper-image",
-                         "fnaf-robust/hit-rate-change/missing", "fnaf-robust/clean-ssim-change"}
+                         "fnaf-robust/hit-rate-change/linear", "fnaf-robust/hit-rate-change/missing",
+                         "fnaf-robust/clean-ssim-change"}
     ssim = rows["fnaf-robust/clean-ssim-change"]
     assert ssim.verdict in VERDICTS and ssim.n == 4 and math.isfinite(ssim.extra["vs_clean_finetune"])
     table = (ctx.out / "sweep.md").read_text()
