@@ -47,7 +47,8 @@ CONDITIONS: dict[str, str] = {
     "gaussian_noise": "only when the attack's gaussian_noise option is set: Gaussian noise whose largest entry "
                       "equals the attack's (the pre-0.2 l-inf baseline, far below the attack's energy)",
     "zero_filled": "zero-filling of the same under-sampled k-space (the report's quality baseline)",
-    "fnaf": "feature attacks: hit, accepted, feature and region losses (FNAFResult.measures)",
+    "fnaf": "feature attacks: hit, accepted, the criterion's score and threshold, the three criteria's scores, "
+            "region losses (FNAFResult.measures)",
     "artefact": "what the error map attacked - clean looks like (metrics.describe_artefact)",
 }
 #: Conditions whose images an audit keeps for its panels.

@@ -112,6 +112,9 @@ def test_demo_runs_the_audit_end_to_end_and_reuses_its_cache(tmp_path, capsys):
                      ("modl*", "cyclic"), ("varnet*", "none")}
     assert all(any(verdict in line for verdict in VERDICTS) for line in table)
     assert any(line.startswith("unet + fnaf-robust: ") for line in lines)
+    # zero-filling, a linear reconstruction, loses nothing the data carry: never an FNAF hit, not vulnerable
+    (zero_filled,) = [line for line in table if line.startswith("zero-filled")]
+    assert "0% [0%, 0%]" in zero_filled and "vulnerable" not in zero_filled
     assert "* unet: retrained 1 epoch(s), not the reference recipe's 150" in out
     # both defenses are paired with their undefended model: the report's defense effects are not empty
     page = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
