@@ -200,17 +200,18 @@ def test_zero_filling_is_not_fnaf_vulnerable_and_an_eraser_is(acceleration):
 
 
 def test_linear_score_does_not_depend_on_the_image_size():
-    """The same feature at the same place of the same anatomy, in a 64x64 image and in that image
-    zero-padded to 160x160, scores the same under the linear criterion (a ratio of sums over the
-    feature's region); the paper's score averaged over the image does not (it is divided by the
-    image's pixels and its standard deviation). Full sampling and a local model, so that nothing
-    else differs."""
-    small = phantom_batch(batch=2, size=64)
-    big = {"kspace": fft2c(torch.nn.functional.pad(small["image"], (48, 48, 48, 48))), "max_value": small["max_value"]}
+    """The same feature at the same place of the same anatomy, in a 128x128 image and in that image
+    zero-padded to 320x320 (the paper's size), scores the same under the linear criterion (a ratio
+    of sums over the feature's region); the paper's score averaged over the image does not (it is
+    divided by the image's pixels and its standard deviation). Full sampling and a local model, so
+    that nothing else differs."""
+    small = phantom_batch(batch=1, size=128)
+    big = {"kspace": fft2c(torch.nn.functional.pad(small["image"], (96, 96, 96, 96))), "max_value": small["max_value"]}
     scores = {}
-    for name, data, size in (("small", small, 64), ("big", big, 160)):
+    for name, data, size in (("small", small, 128), ("big", big, 320)):
         for criterion, pixels in (("linear", 320 * 320), ("paper", None)):
-            attack = FNAF(criterion=criterion, paper_pixels=pixels, region=(24, 24), seed=5, dilation=1)
+            attack = FNAF(criterion=criterion, paper_pixels=pixels, region=(40, 40), num_candidates=4, seed=5,
+                          dilation=1)
             result = run_fnaf(attack, Eraser(), data["kspace"], full_mask(size), max_value=data["max_value"])
             scores[name, criterion] = result.score
     torch.testing.assert_close(scores["big", "linear"], scores["small", "linear"], rtol=1e-4, atol=0)
