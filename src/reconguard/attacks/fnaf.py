@@ -61,7 +61,7 @@ from reconguard.attacks.features import (
     make_features,
     select_candidates,
 )
-from reconguard.attacks.insertion import Scene, dilate, input_std, region_energy, region_mean
+from reconguard.attacks.insertion import Scene, dilate, input_std, linear_score, region_energy, region_mean
 from reconguard.errors import ConfigError
 from reconguard.models.base import Reconstructor
 from reconguard.models.zero_filled import zero_filled
@@ -309,7 +309,7 @@ class FNAF(Attack):
         region = dilate(masks, self.dilation)
         feature = target - base
         shown = zero_filled(adv, maps).abs() - scene.repeat(run.linear, num)  # what zero-filling shows of it
-        linear_loss, usable = _linear_loss(recon.abs() - clean, shown, feature, region)
+        linear_loss, usable = linear_score(recon.abs() - clean, shown, feature, region)
         loss, feature_loss, paper_loss, region_loss = self._losses(
             recon.abs() - target, region, scale, input_std(adv, maps), base - clean, linear_loss
         )
@@ -402,17 +402,3 @@ class FNAF(Attack):
             seconds=time.perf_counter() - start,
         )
 
-
-def _linear_loss(shown_net: torch.Tensor, shown_linear: torch.Tensor, feature: torch.Tensor,
-                 region: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``linear`` score of the module docstring, and whether zero-filling shows the feature at
-    all (``E(d_lin) < E(0)``; elsewhere the score is set to 0).
-
-    Shapes:
-        shown_net, shown_linear, feature: ``(N, 1, H, W)`` magnitude changes; region bool -> ``(N,)`` each
-    """
-    zero = torch.zeros_like(feature)
-    net, lin, absent = (region_energy(d - feature, region) for d in (shown_net, shown_linear, zero))
-    carried = absent - lin
-    usable = carried > 1e-6 * absent
-    return torch.where(usable, (net - lin) / torch.where(usable, carried, torch.ones_like(carried)), 0.0), usable

@@ -154,3 +154,20 @@ def input_std(masked_kspace: torch.Tensor, coil_maps: torch.Tensor | None) -> to
     """
     std = zero_filled(masked_kspace, coil_maps).abs().flatten(1).std(dim=1)
     return std.clamp_min(torch.finfo(std.dtype).tiny)
+
+
+def linear_score(shown_net: torch.Tensor, shown_linear: torch.Tensor, feature: torch.Tensor,
+                 region: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """FNAF's ``linear`` score (:mod:`reconguard.attacks.fnaf`): ``(E(d_net) - E(d_lin)) / (E(0) -
+    E(d_lin))`` with ``E(d) = sum_T (d - f)^2``, the share of what a linear reconstruction shows of
+    the feature ``f`` that the model loses; and whether the linear reconstruction shows it at all
+    (``E(d_lin) < E(0)``; elsewhere the score is set to 0).
+
+    Shapes:
+        shown_net, shown_linear, feature: ``(N, 1, H, W)`` magnitude changes; region bool -> ``(N,)`` each
+    """
+    zero = torch.zeros_like(feature)
+    net, lin, absent = (region_energy(d - feature, region) for d in (shown_net, shown_linear, zero))
+    carried = absent - lin
+    usable = carried > 1e-6 * absent
+    return torch.where(usable, (net - lin) / torch.where(usable, carried, torch.ones_like(carried)), 0.0), usable

@@ -7,7 +7,15 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from reconguard.report.summary import slice_rows
 from reconguard.report.tables import show, text_table
-from reconguard.report.verdicts import DEFAULT_RULE, Gate, Rule, Verdict, gate_label, verdicts
+from reconguard.report.verdicts import DEFAULT_RULE, Gate, Rule, Verdict, verdicts
+
+
+def gate_label(gate: Gate | None) -> str:
+    """``clean (zero-filled)`` PSNR of a gate, e.g. ``31.20 (23.30)``."""
+    if gate is None or gate.clean_psnr is None:
+        return "n/a"
+    return f"{gate.clean_psnr:.2f} ({show(gate.zero_filled_psnr, '{:.2f}')})"
+
 
 VERDICT_HEADER = ("model", "defense", "clean PSNR (zero-filled)", "verdict", "decided by [95% CI]",
                   "worst excess drop (dB) [95% CI]", "FNAF hit rate [95% CI]", "evidence")

@@ -38,7 +38,6 @@ from typing import Any, Mapping, Sequence
 
 from reconguard.metrics import Interval, interval
 from reconguard.report.summary import is_perturbation, is_white_box, mean, per_slice, sort_key
-from reconguard.report.tables import show
 
 #: Default quality-gate margin: the clean PSNR must beat zero-filling by this much (dB).
 GATE_MARGIN_DB = 1.0
@@ -408,9 +407,3 @@ def _notes(v: Verdict, margin_db: float) -> tuple[str, ...]:
                 "older reconguard).",)
     return ()
 
-
-def gate_label(gate: Gate | None) -> str:
-    """``clean (zero-filled)`` PSNR of a gate, e.g. ``31.20 (23.30)``."""
-    if gate is None or gate.clean_psnr is None:
-        return "n/a"
-    return f"{gate.clean_psnr:.2f} ({show(gate.zero_filled_psnr, '{:.2f}')})"
