@@ -180,7 +180,7 @@ def test_verdicts_on_page_and_in_markdown(report):
                      for line in table.splitlines() if line.startswith("| ") and not line.startswith("| model")}
     unet = verdict_lines[("unet", "none")]
     assert unet[3] == "vulnerable"  # 10 dB - 0.2 dB noise, FNAF 75 %
-    assert unet[4].startswith("fnaf 4x: hit rate 75% [") and unet[6].startswith("75% [")
+    assert unet[4].startswith("pgd-kspace eps 0.05 4x: excess +10.05 [") and unet[6].startswith("75% [")
     assert unet[5].startswith("+10.05 [") and unet[5].endswith("(pgd-kspace eps 0.05 4x)")
     assert unet[7].startswith("vulnerable to fnaf 4x (hit rate 75% [")
     assert verdict_lines[("unet", "cyclic")][3] == "robust at the tested budgets"  # 0.5 dB

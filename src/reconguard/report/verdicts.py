@@ -355,12 +355,14 @@ def judge(tests: Sequence[AttackTest], gate: Gate | None = None) -> tuple[str, A
 
 
 def _severity_number(test: AttackTest) -> float:
-    """How bad a test is within its outcome: the hit rate, the noise drop (unstable) or the excess."""
+    """How bad a test is within its outcome, in multiples of the threshold that makes it
+    vulnerable (hit rate, excess drop; the noise drop over the default regime threshold for an
+    unstable test), so that FNAF and perturbation tests compare."""
     if test.hit_rate is not None:
-        return test.hit_rate.mean * 100
+        return test.hit_rate.mean / VULNERABLE_HIT
     if test.outcome == UNSTABLE and test.noise_drop_db is not None:
-        return test.noise_drop_db.mean
-    return test.excess.mean if test.excess is not None else -math.inf
+        return test.noise_drop_db.mean / REGIME_DB
+    return test.excess.mean / VULNERABLE_DB if test.excess is not None else -math.inf
 
 
 def verdicts(
